@@ -1,0 +1,366 @@
+//! The server's TOML file. Every setting has its default here, in one place; an
+//! empty file (or none) is a working gateway on 127.0.0.1:8787.
+//!
+//! ```toml
+//! default_config = "prod"          # a name under [configs], used when no header names one
+//!
+//! [server]
+//! host = "127.0.0.1"               # port 8787, max_body_bytes 32 MiB,
+//! port = 8787                      # shutdown_grace_ms 30000, plugins_dir "plugins"
+//!
+//! [log]
+//! format = "human"                 # or "json"; level = "info" (an EnvFilter directive)
+//!
+//! [upstream]
+//! connect_timeout_ms = 10000       # timeout_ms 600000 (-> 504), pool_idle_timeout_ms 90000,
+//!                                  # pool_max_idle_per_host 256
+//! [ssrf]
+//! allow_loopback = true
+//! allow = ["10.1.0.0/16", "models.internal"]
+//!
+//! [[providers]]                    # same fields as the built-in catalog
+//! slug = "my-vllm"
+//! base_url = "http://10.1.0.5:8000/v1"
+//!
+//! [configs.prod]                   # Portkey's config JSON, written in TOML
+//! provider = "openai"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::reader::{Obj, Problems};
+use super::routing::{self, RoutingConfig};
+use crate::providers::{ProviderSpec, Registry, specs_from_values};
+use crate::upstream::SsrfPolicy;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The upstream HTTP client's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// The server's own deadline for an upstream answer (504 when passed).
+    pub timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+/// The validated server config.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub plugins_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub upstream: UpstreamSettings,
+    pub ssrf: SsrfPolicy,
+    pub providers: Registry,
+    /// Named routing configs, referenced by `x-portkey-config: NAME`.
+    pub configs: BTreeMap<String, Arc<RoutingConfig>>,
+    pub default_config: Option<String>,
+}
+
+impl ServerConfig {
+    /// The defaults (what an empty file gives).
+    pub fn defaults() -> Result<Self, Problems> {
+        Self::parse("")
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let mut p = Problems::default();
+            p.push("", format!("cannot read {}: {e}", path.display()));
+            p
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Validates TOML text, reporting every problem.
+    pub fn parse(text: &str) -> Result<Self, Problems> {
+        let mut p = Problems::default();
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            let mut p = Problems::default();
+            p.push("", format!("not valid TOML: {e}"));
+            p
+        })?;
+        let doc = serde_json::to_value(table).map_err(|e| {
+            let mut p = Problems::default();
+            p.push("", e.to_string());
+            p
+        })?;
+        let empty = Value::Object(Default::default());
+        let root = Obj::new(&mut p, "", &doc).ok_or_else(|| p.clone())?;
+        root.deny_unknown(
+            &mut p,
+            &[
+                "server",
+                "log",
+                "upstream",
+                "ssrf",
+                "providers",
+                "configs",
+                "default_config",
+            ],
+            |_| false,
+        );
+        let section = |p: &mut Problems, name: &'static str| -> Option<Obj<'_, 'static>> {
+            Obj::new(p, name, root.get(name).unwrap_or(&empty))
+        };
+
+        let mut host = IpAddr::from([127, 0, 0, 1]);
+        let mut port = 8787;
+        let mut max_body_bytes = 32 * 1024 * 1024;
+        let mut shutdown_grace = Duration::from_secs(30);
+        let mut plugins_dir = PathBuf::from("plugins");
+        if let Some(s) = section(&mut p, "server") {
+            s.deny_unknown(
+                &mut p,
+                &[
+                    "host",
+                    "port",
+                    "max_body_bytes",
+                    "shutdown_grace_ms",
+                    "plugins_dir",
+                ],
+                |_| false,
+            );
+            if let Some(h) = s.str(&mut p, "host") {
+                match parse_host(&h) {
+                    Some(ip) => host = ip,
+                    None => p.push("server.host", format!("`{h}` is not an IP address")),
+                }
+            }
+            port = s.uint(&mut p, "port", 0, 65535).map_or(port, |n| n as u16);
+            max_body_bytes = s
+                .uint(&mut p, "max_body_bytes", 1024, 1 << 32)
+                .map_or(max_body_bytes, |n| n as usize);
+            shutdown_grace = s
+                .uint(&mut p, "shutdown_grace_ms", 0, 3_600_000)
+                .map_or(shutdown_grace, Duration::from_millis);
+            plugins_dir = s
+                .str(&mut p, "plugins_dir")
+                .map_or(plugins_dir, PathBuf::from);
+        }
+
+        let mut log_format = LogFormat::Human;
+        let mut log_level = "info".to_owned();
+        if let Some(s) = section(&mut p, "log") {
+            s.deny_unknown(&mut p, &["format", "level"], |_| false);
+            if s.choice(&mut p, "format", &["human", "json"]) == Some("json") {
+                log_format = LogFormat::Json;
+            }
+            log_level = s.str(&mut p, "level").unwrap_or(log_level);
+        }
+
+        let mut upstream = UpstreamSettings {
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(600),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 256,
+        };
+        if let Some(s) = section(&mut p, "upstream") {
+            let ms = |p: &mut Problems, key: &str, default: Duration| {
+                s.uint(p, key, 1, 86_400_000)
+                    .map_or(default, Duration::from_millis)
+            };
+            s.deny_unknown(
+                &mut p,
+                &[
+                    "connect_timeout_ms",
+                    "timeout_ms",
+                    "pool_idle_timeout_ms",
+                    "pool_max_idle_per_host",
+                ],
+                |_| false,
+            );
+            upstream.connect_timeout = ms(&mut p, "connect_timeout_ms", upstream.connect_timeout);
+            upstream.timeout = ms(&mut p, "timeout_ms", upstream.timeout);
+            upstream.pool_idle_timeout =
+                ms(&mut p, "pool_idle_timeout_ms", upstream.pool_idle_timeout);
+            upstream.pool_max_idle_per_host = s
+                .uint(&mut p, "pool_max_idle_per_host", 0, 65_536)
+                .map_or(upstream.pool_max_idle_per_host, |n| n as usize);
+        }
+
+        let mut ssrf = SsrfPolicy::default();
+        if let Some(s) = section(&mut p, "ssrf") {
+            s.deny_unknown(&mut p, &["allow_loopback", "allow"], |_| false);
+            ssrf.allow_loopback = s.bool(&mut p, "allow_loopback").unwrap_or(true);
+            for (i, entry) in s
+                .str_list(&mut p, "allow")
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                if let Err(e) = ssrf.allow(entry) {
+                    p.push(&format!("ssrf.allow[{i}]"), e);
+                }
+            }
+        }
+
+        let extra: Vec<ProviderSpec> = match root.array(&mut p, "providers") {
+            Some(items) => specs_from_values(&mut p, "providers", items),
+            None => Vec::new(),
+        };
+        let providers = match Registry::new(&extra) {
+            Ok(r) => r,
+            Err(problems) => {
+                p.0.extend(problems.0);
+                Registry::default()
+            }
+        };
+
+        let mut configs = BTreeMap::new();
+        if let Some(table) = root.object(&mut p, "configs") {
+            for (name, value) in table {
+                match routing::validate(&value, &|slug| providers.contains(slug)) {
+                    Ok(c) => {
+                        configs.insert(name, Arc::new(c));
+                    }
+                    Err(problems) => p.0.extend(problems.prefixed(&format!("configs.{name}")).0),
+                }
+            }
+        }
+        let default_config = root.str(&mut p, "default_config");
+        if let Some(name) = &default_config
+            && !configs.contains_key(name)
+        {
+            p.push(
+                "default_config",
+                format!("no config named `{name}` under [configs]"),
+            );
+        }
+
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(Self {
+            host,
+            port,
+            max_body_bytes,
+            shutdown_grace,
+            plugins_dir,
+            log_format,
+            log_level,
+            upstream,
+            ssrf,
+            providers,
+            configs,
+            default_config,
+        })
+    }
+}
+
+/// An IP address, or `localhost`.
+pub fn parse_host(text: &str) -> Option<IpAddr> {
+    if text == "localhost" {
+        return Some(IpAddr::from([127, 0, 0, 1]));
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = ServerConfig::defaults().expect("defaults");
+        assert_eq!(c.port, 8787);
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert!(c.ssrf.allow_loopback);
+        assert!(c.providers.contains("openai"));
+        assert_eq!(c.default_config, None);
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let c = ServerConfig::parse(
+            r#"
+            default_config = "main"
+            [server]
+            host = "0.0.0.0"
+            port = 9000
+            max_body_bytes = 2048
+            shutdown_grace_ms = 100
+            [log]
+            format = "json"
+            level = "debug"
+            [upstream]
+            timeout_ms = 1500
+            [ssrf]
+            allow_loopback = false
+            allow = ["10.0.0.0/8"]
+            [[providers]]
+            slug = "my-vllm"
+            base_url = "http://10.0.0.5/v1"
+            [configs.main]
+            provider = "my-vllm"
+            override_params = { model = "llama" }
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.max_body_bytes, 2048);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.upstream.timeout, Duration::from_millis(1500));
+        assert!(!c.ssrf.allow_loopback);
+        assert!(c.providers.contains("my-vllm"));
+        assert_eq!(
+            c.configs["main"].root.inherit.override_params["model"],
+            "llama"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let err = ServerConfig::parse(
+            r#"
+            default_config = "missing"
+            colour = 1
+            [server]
+            port = 70000
+            host = "not-an-ip"
+            [log]
+            format = "xml"
+            [ssrf]
+            allow = ["bad entry!"]
+            [[providers]]
+            base_url = "http://x"
+            [configs.bad]
+            provider = "nope"
+            "#,
+        )
+        .expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "colour: unknown field",
+            "server.port: expected an integer from 0 to 65535",
+            "server.host: `not-an-ip` is not an IP address",
+            "log.format: `xml` is not one of",
+            "ssrf.allow[0]:",
+            "providers[0].slug: required",
+            "configs.bad.provider: unknown provider `nope`",
+            "default_config: no config named `missing`",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in {text}");
+        }
+        assert!(ServerConfig::parse("not toml [").is_err());
+    }
+}

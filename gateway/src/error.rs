@@ -1,0 +1,225 @@
+//! The one place where a gateway error becomes an HTTP status and an OpenAI-shaped
+//! body: `{"error":{"message","type","param","code"}}`.
+//!
+//! Every module returns its own `thiserror` enum; they all convert into
+//! [`GatewayError`], which knows its status, OpenAI error type, machine code and
+//! whether another attempt could help. Messages name what to fix and never carry a
+//! secret.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::config::Problems;
+
+/// An error that ends a request with an answer from the gateway itself.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not the JSON the route needs.
+    #[error("malformed request body: {0}")]
+    MalformedBody(String),
+    /// A request field or header has a value the gateway cannot use.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    /// The routing config (header or named) failed validation.
+    #[error("invalid config: {0}")]
+    InvalidConfig(Problems),
+    /// No provider was named by header or config.
+    #[error(
+        "no provider given: set the `x-portkey-provider` header (or `x-sluice-provider`), or pass a config with a `provider`"
+    )]
+    MissingProvider,
+    /// The named provider is not in the catalog.
+    #[error(
+        "unknown provider `{0}`: see the provider list in README.md or add it under [[providers]] in the server config"
+    )]
+    UnknownProvider(String),
+    /// The provider exists but does not offer this endpoint.
+    #[error("provider `{provider}` does not support {endpoint}")]
+    UnsupportedEndpoint { provider: String, endpoint: String },
+    /// A provider needs a value (custom host, Azure resource, ...) the request lacks.
+    #[error("provider `{provider}` needs {what}")]
+    MissingProviderSetting { provider: String, what: String },
+    /// A strategy this build cannot execute yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The custom host failed the SSRF policy.
+    #[error("custom host refused: {0}")]
+    HostRefused(String),
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// No such route.
+    #[error("unknown route {method} {path}")]
+    NotFound { method: String, path: String },
+    /// The route exists but not for this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    /// The upstream could not be reached (DNS, connect, TLS, reset before an answer).
+    #[error("upstream `{provider}` unreachable: {detail}")]
+    UpstreamUnreachable { provider: String, detail: String },
+    /// The caller's `request_timeout` passed (Portkey answers 408).
+    #[error("request exceeded the timeout of {timeout_ms} ms set for provider `{provider}`")]
+    RequestTimeout { provider: String, timeout_ms: u64 },
+    /// The server's own upstream deadline passed.
+    #[error("upstream `{provider}` did not answer within {timeout_ms} ms")]
+    UpstreamTimeout { provider: String, timeout_ms: u64 },
+    /// The upstream answered with something that is not what its API promises.
+    #[error("upstream `{provider}` returned an invalid response: {detail}")]
+    UpstreamGarbage { provider: String, detail: String },
+    /// A bug or an impossible state; the message is safe to show.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// Shorthand for [`GatewayError::InvalidRequest`].
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    /// The HTTP status the client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedBody(_)
+            | Self::InvalidRequest { .. }
+            | Self::InvalidConfig(_)
+            | Self::MissingProvider
+            | Self::UnknownProvider(_)
+            | Self::UnsupportedEndpoint { .. }
+            | Self::MissingProviderSetting { .. }
+            | Self::Unsupported(_)
+            | Self::HostRefused(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamGarbage { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::RequestTimeout { .. } | Self::UpstreamTimeout { .. } => "timeout_error",
+            Self::UpstreamUnreachable { .. } | Self::UpstreamGarbage { .. } | Self::Internal(_) => {
+                "api_error"
+            }
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// A stable machine-readable `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedBody(_) => "malformed_body",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::InvalidConfig(_) => "invalid_config",
+            Self::MissingProvider => "missing_provider",
+            Self::UnknownProvider(_) => "unknown_provider",
+            Self::UnsupportedEndpoint { .. } => "unsupported_endpoint",
+            Self::MissingProviderSetting { .. } => "missing_provider_setting",
+            Self::Unsupported(_) => "unsupported",
+            Self::HostRefused(_) => "custom_host_refused",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::NotFound { .. } => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::RequestTimeout { .. } => "request_timeout",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamGarbage { .. } => "upstream_invalid_response",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Whether another attempt (retry or fallback target) could succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamUnreachable { .. }
+                | Self::RequestTimeout { .. }
+                | Self::UpstreamTimeout { .. }
+                | Self::UpstreamGarbage { .. }
+        )
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRequest { param, .. } => param.as_deref(),
+            Self::InvalidConfig(p) => p.first_path(),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-shaped body.
+    pub fn body(&self) -> serde_json::Value {
+        openai_error(
+            &self.to_string(),
+            self.error_type(),
+            self.param(),
+            self.code(),
+        )
+    }
+}
+
+/// Builds `{"error":{"message","type","param","code"}}`.
+pub fn openai_error(
+    message: &str,
+    error_type: &str,
+    param: Option<&str>,
+    code: &str,
+) -> serde_json::Value {
+    json!({"error": {"message": message, "type": error_type, "param": param, "code": code}})
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_openai_shape() {
+        let err = GatewayError::UnknownProvider("nope".into());
+        let body = err.body();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "unknown_provider");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["param"].is_null());
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("`nope`"))
+        );
+    }
+
+    #[test]
+    fn timeouts_are_retryable_and_client_errors_are_not() {
+        let t = GatewayError::RequestTimeout {
+            provider: "openai".into(),
+            timeout_ms: 5,
+        };
+        assert_eq!(t.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(t.is_retryable());
+        assert!(!GatewayError::MissingProvider.is_retryable());
+        assert_eq!(
+            GatewayError::BodyTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Sluice: an AI gateway. One OpenAI-compatible endpoint in front of many model
+//! providers, with Portkey's headers and config JSON.
+//!
+//! The request's way through, one module per stage:
+//!
+//! ```text
+//! server     decode the request, size limit, request id, answer the client
+//! config     the server's TOML settings and Portkey's routing config JSON
+//! routing    turn headers + config into the target(s) to call
+//! guardrails hooks that may rewrite or answer a request before it leaves
+//! providers  per-provider request building (providers are data: catalog.toml)
+//! upstream   the pooled HTTP client, SSRF policy, timeouts, header hygiene
+//! telemetry  logging set-up and secret redaction
+//! plugins    the WebAssembly plugin host (next: the plugin platform)
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod guardrails;
+pub mod plugins;
+pub mod providers;
+pub mod routing;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+pub use error::GatewayError;
+
+/// The gateway's version, as printed by `sluice --version` and `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,214 @@
+//! Providers: how a unified (OpenAI-shaped) call becomes an upstream HTTP request,
+//! and how the answer comes back.
+//!
+//! Every provider implements [`Provider`]; the pipeline holds `Arc<dyn Provider>`
+//! from the [`Registry`] and does not know what is behind it. The OpenAI-wire
+//! providers are one implementation driven by data (`catalog.toml`); native
+//! adapters (Anthropic, Gemini, Bedrock, ...) and wasm provider plugins register
+//! into the same registry. Providers build requests and map answers; they do no
+//! I/O — the `upstream` module does.
+
+mod endpoint;
+mod openai_compatible;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde_json::{Map, Value};
+
+pub use endpoint::{BodyKind, Endpoint};
+pub use openai_compatible::OpenAiCompatible;
+pub use spec::{Auth, ProviderSpec};
+
+use crate::GatewayError;
+use crate::config::Secret;
+use crate::config::reader::{Problems, join};
+
+/// The built-in catalog of OpenAI-wire providers.
+pub const CATALOG: &str = include_str!("catalog.toml");
+
+/// Everything a provider needs to build one upstream request.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub endpoint: Endpoint,
+    pub method: Method,
+    /// The provider key (config `api_key`, or the client's bearer token).
+    pub api_key: Option<&'a Secret>,
+    /// A base URL given by the client instead of the provider's own.
+    pub custom_host: Option<&'a str>,
+    /// Provider-specific settings from the config target.
+    pub options: &'a Map<String, Value>,
+    /// The client's headers (for `x-portkey-<var>` settings).
+    pub client_headers: &'a HeaderMap,
+    /// Client header names to forward as they are.
+    pub forward_headers: &'a [http::HeaderName],
+    /// The client's query string.
+    pub query: Option<&'a str>,
+    /// For [`Endpoint::Proxy`]: the path after `/v1`.
+    pub proxy_path: &'a str,
+    /// The body to send, already prepared by the pipeline.
+    pub body: Bytes,
+}
+
+/// An HTTP request for the upstream client to send.
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub url: url::Url,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One provider. Native adapters and wasm plugins implement the same trait.
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// The slug clients name it by.
+    fn slug(&self) -> &str;
+
+    /// Whether it serves `endpoint`.
+    fn supports(&self, endpoint: Endpoint) -> bool;
+
+    /// Builds the upstream request for a call.
+    fn build_request(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError>;
+
+    /// Maps a complete, successful upstream body to the unified shape.
+    /// The identity for providers of the OpenAI wire format.
+    fn map_response(&self, _endpoint: Endpoint, body: Bytes) -> Result<Bytes, GatewayError> {
+        Ok(body)
+    }
+}
+
+/// The providers the gateway knows, by slug.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    by_slug: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+impl Registry {
+    /// The built-in catalog plus `extra` specs (which replace same-slug entries).
+    pub fn new(extra: &[ProviderSpec]) -> Result<Self, Problems> {
+        let mut registry = Self::default();
+        for spec in parse_catalog(CATALOG, "catalog")?
+            .into_iter()
+            .chain(extra.iter().cloned())
+        {
+            registry.register(Arc::new(OpenAiCompatible::new(spec)));
+        }
+        Ok(registry)
+    }
+
+    /// Adds or replaces a provider (how native adapters and plugins join).
+    pub fn register(&mut self, provider: Arc<dyn Provider>) {
+        self.by_slug.insert(provider.slug().to_owned(), provider);
+    }
+
+    /// The provider named `slug`.
+    pub fn get(&self, slug: &str) -> Option<&Arc<dyn Provider>> {
+        self.by_slug.get(slug)
+    }
+
+    /// Whether `slug` names a provider.
+    pub fn contains(&self, slug: &str) -> bool {
+        self.by_slug.contains_key(slug)
+    }
+
+    /// All slugs, sorted.
+    pub fn slugs(&self) -> impl Iterator<Item = &str> {
+        self.by_slug.keys().map(String::as_str)
+    }
+}
+
+/// Parses a catalog document: a TOML array of `[[provider]]` tables.
+pub fn parse_catalog(text: &str, path: &str) -> Result<Vec<ProviderSpec>, Problems> {
+    let mut problems = Problems::default();
+    let doc: toml::Table = toml::from_str(text).map_err(|e| {
+        let mut p = Problems::default();
+        p.push(path, format!("not valid TOML: {e}"));
+        p
+    })?;
+    let value = serde_json::to_value(doc).map_err(|e| {
+        let mut p = Problems::default();
+        p.push(path, e.to_string());
+        p
+    })?;
+    let items = value
+        .get("provider")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let specs = specs_from_values(&mut problems, &join(path, "provider"), &items);
+    if problems.is_empty() {
+        Ok(specs)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Reads a list of provider entries at `path`.
+pub fn specs_from_values(
+    problems: &mut Problems,
+    path: &str,
+    items: &[Value],
+) -> Vec<ProviderSpec> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| ProviderSpec::from_value(problems, &join(path, &format!("[{i}]")), v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_has_every_required_provider() {
+        let registry = Registry::new(&[]).expect("catalog parses");
+        for slug in [
+            "openai",
+            "azure-openai",
+            "groq",
+            "together-ai",
+            "mistral-ai",
+            "deepseek",
+            "fireworks-ai",
+            "openrouter",
+            "perplexity-ai",
+            "x-ai",
+            "cerebras",
+            "deepinfra",
+            "ollama",
+            "anyscale",
+            "nebius",
+            "sambanova",
+            "moonshot",
+            "lambda",
+            "novita-ai",
+            "siliconflow",
+            "hyperbolic",
+            "huggingface",
+            "lm-studio",
+            "openai-compatible",
+        ] {
+            assert!(registry.contains(slug), "{slug} missing");
+        }
+    }
+
+    #[test]
+    fn config_entries_replace_and_extend_the_catalog() {
+        let extra = parse_catalog(
+            "[[provider]]\nslug = \"groq\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[[provider]]\nslug = \"my-vllm\"\nbase_url = \"http://10.0.0.2/v1\"\n",
+            "x",
+        )
+        .expect("parses");
+        let registry = Registry::new(&extra).expect("ok");
+        assert!(registry.contains("my-vllm"));
+        assert!(
+            registry
+                .get("groq")
+                .is_some_and(|p| p.supports(Endpoint::Embeddings))
+        );
+    }
+}

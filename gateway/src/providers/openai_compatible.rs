@@ -1,0 +1,374 @@
+//! Every provider that speaks OpenAI's wire format, driven by its [`ProviderSpec`].
+//! The body is sent as prepared; only the URL, auth and a few headers differ.
+
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::spec::fill;
+use super::{Auth, BodyKind, Call, Endpoint, Provider, ProviderSpec, UpstreamRequest};
+use crate::GatewayError;
+
+const UA: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
+
+/// A provider of the OpenAI wire format.
+#[derive(Debug, Clone)]
+pub struct OpenAiCompatible {
+    spec: ProviderSpec,
+}
+
+impl OpenAiCompatible {
+    /// Wraps a spec.
+    pub fn new(spec: ProviderSpec) -> Self {
+        Self { spec }
+    }
+
+    /// The spec it runs on.
+    pub fn spec(&self) -> &ProviderSpec {
+        &self.spec
+    }
+
+    /// A variable's value: config target option, then `x-portkey-`/`x-sluice-`
+    /// header, then the catalog default.
+    fn var(&self, call: &Call<'_>, name: &str) -> Option<String> {
+        if let Some(Value::String(s)) = call.options.get(name) {
+            return Some(s.clone());
+        }
+        let suffix = self.spec.header_for(name);
+        ["x-portkey-", "x-sluice-"]
+            .iter()
+            .find_map(|prefix| {
+                call.client_headers
+                    .get(format!("{prefix}{suffix}").as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .or_else(|| self.spec.defaults.get(name).cloned())
+    }
+
+    /// A variable that goes into a URL host or path: must be present and plain.
+    fn url_var(&self, call: &Call<'_>, name: &str) -> Result<String, GatewayError> {
+        let value = self
+            .var(call, name)
+            .ok_or_else(|| GatewayError::MissingProviderSetting {
+                provider: self.spec.slug.clone(),
+                what: format!(
+                    "`{name}` (config field `{name}` or header `x-portkey-{}`)",
+                    self.spec.header_for(name)
+                ),
+            })?;
+        let plain = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if plain {
+            Ok(value)
+        } else {
+            Err(GatewayError::invalid(
+                format!("`{name}` may hold only letters, digits, `-`, `_` and `.`"),
+                Some(name),
+            ))
+        }
+    }
+
+    fn fill_url(&self, call: &Call<'_>, template: &str) -> Result<String, GatewayError> {
+        let mut failure = None;
+        let filled = fill(template, &mut |name| match self.url_var(call, name) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                failure.get_or_insert(e);
+                None
+            }
+        });
+        match (filled, failure) {
+            (Some(s), _) => Ok(s),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(GatewayError::Internal(format!("bad template `{template}`"))),
+        }
+    }
+
+    fn url(&self, call: &Call<'_>) -> Result<url::Url, GatewayError> {
+        let base = match (call.custom_host, &self.spec.base_url) {
+            (Some(host), _) => host.to_owned(),
+            (None, Some(template)) => self.fill_url(call, template)?,
+            (None, None) => {
+                return Err(GatewayError::MissingProviderSetting {
+                    provider: self.spec.slug.clone(),
+                    what: "a custom host (header `x-portkey-custom-host` or config `custom_host`)"
+                        .into(),
+                });
+            }
+        };
+        let mut url = url::Url::parse(&base).map_err(|e| {
+            GatewayError::invalid(
+                format!("custom host is not a valid URL: {e}"),
+                Some("custom_host"),
+            )
+        })?;
+        let deployment = match (
+            &self.spec.deployment_path,
+            call.endpoint.deployment_scoped(),
+        ) {
+            (Some(t), true) => self.fill_url(call, t)?,
+            _ => String::new(),
+        };
+        let tail = match call.endpoint {
+            Endpoint::Proxy => call.proxy_path,
+            other => other.path(),
+        };
+        let path = format!("{}{deployment}{tail}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.set_query(call.query.filter(|q| !q.is_empty()));
+        let client_keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        for (key, template) in &self.spec.query {
+            if client_keys.contains(key) {
+                continue;
+            }
+            let value = fill(template, &mut |n| self.var(call, n)).ok_or_else(|| {
+                GatewayError::MissingProviderSetting {
+                    provider: self.spec.slug.clone(),
+                    what: format!("a value for query parameter `{key}`"),
+                }
+            })?;
+            url.query_pairs_mut().append_pair(key, &value);
+        }
+        Ok(url)
+    }
+
+    fn headers(&self, call: &Call<'_>) -> Result<HeaderMap, GatewayError> {
+        let mut headers = HeaderMap::new();
+        for name in call.forward_headers {
+            for value in call.client_headers.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(USER_AGENT, HeaderValue::from_static(UA));
+        let content_type = match call.endpoint.body_kind() {
+            BodyKind::Json => Some(HeaderValue::from_static("application/json")),
+            BodyKind::Multipart | BodyKind::Raw => call.client_headers.get(CONTENT_TYPE).cloned(),
+            BodyKind::Empty => None,
+        };
+        if let Some(ct) = content_type {
+            headers.insert(CONTENT_TYPE, ct);
+        }
+        if let Some(accept) = call.client_headers.get(ACCEPT) {
+            headers.insert(ACCEPT, accept.clone());
+        }
+        for (name, template) in &self.spec.headers {
+            let value = fill(template, &mut |n| self.var(call, n));
+            if let (Ok(name), Some(Ok(value))) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                value.as_deref().map(HeaderValue::from_str),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        if let Some(key) = call.api_key {
+            let (name, raw) = match &self.spec.auth {
+                Auth::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                Auth::Header(name) => (name.clone(), key.expose().to_owned()),
+                Auth::None => return Ok(headers),
+            };
+            let mut value = HeaderValue::from_str(&raw).map_err(|_| {
+                GatewayError::invalid(
+                    "the provider key has characters a header cannot carry",
+                    None,
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+impl Provider for OpenAiCompatible {
+    fn slug(&self) -> &str {
+        &self.spec.slug
+    }
+
+    fn supports(&self, endpoint: Endpoint) -> bool {
+        self.spec.supports(endpoint)
+    }
+
+    fn build_request(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
+        if !self.supports(call.endpoint) {
+            return Err(GatewayError::UnsupportedEndpoint {
+                provider: self.spec.slug.clone(),
+                endpoint: call.endpoint.describe(),
+            });
+        }
+        Ok(UpstreamRequest {
+            method: call.method.clone(),
+            url: self.url(call)?,
+            headers: self.headers(call)?,
+            body: call.body.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::providers::Registry;
+    use bytes::Bytes;
+    use http::Method;
+    use serde_json::Map;
+
+    fn call<'a>(
+        endpoint: Endpoint,
+        key: Option<&'a Secret>,
+        headers: &'a HeaderMap,
+        options: &'a Map<String, Value>,
+    ) -> Call<'a> {
+        Call {
+            endpoint,
+            method: Method::POST,
+            api_key: key,
+            custom_host: None,
+            options,
+            client_headers: headers,
+            forward_headers: &[],
+            query: None,
+            proxy_path: "",
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn provider(slug: &str) -> std::sync::Arc<dyn Provider> {
+        Registry::new(&[])
+            .expect("catalog")
+            .get(slug)
+            .cloned()
+            .expect("provider")
+    }
+
+    #[test]
+    fn openai_gets_a_bearer_key_and_the_endpoint_path() {
+        let key = Secret::new("sk-test".into());
+        let headers = HeaderMap::new();
+        let options = Map::new();
+        let req = provider("openai")
+            .build_request(&call(Endpoint::Chat, Some(&key), &headers, &options))
+            .expect("request");
+        assert_eq!(
+            req.url.as_str(),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(req.headers[AUTHORIZATION], "Bearer sk-test");
+        assert!(req.headers[AUTHORIZATION].is_sensitive());
+        assert_eq!(req.headers[CONTENT_TYPE], "application/json");
+        assert!(!req.headers.contains_key("openai-organization"));
+    }
+
+    #[test]
+    fn azure_builds_deployment_urls_from_headers_or_config() {
+        let key = Secret::new("az-key".into());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-portkey-azure-resource-name",
+            HeaderValue::from_static("res"),
+        );
+        headers.insert(
+            "x-portkey-azure-deployment-id",
+            HeaderValue::from_static("gpt4o"),
+        );
+        let options = Map::new();
+        let req = provider("azure-openai")
+            .build_request(&call(Endpoint::Embeddings, Some(&key), &headers, &options))
+            .expect("request");
+        assert_eq!(
+            req.url.as_str(),
+            "https://res.openai.azure.com/openai/deployments/gpt4o/embeddings?api-version=2024-10-21"
+        );
+        assert_eq!(req.headers["api-key"], "az-key");
+        assert!(!req.headers.contains_key(AUTHORIZATION));
+
+        let mut options = Map::new();
+        options.insert("resource_name".into(), "cfg".into());
+        options.insert("deployment_id".into(), "dep".into());
+        options.insert("api_version".into(), "2025-01-01".into());
+        let req = provider("azure-openai")
+            .build_request(&call(
+                Endpoint::Models,
+                Some(&key),
+                &HeaderMap::new(),
+                &options,
+            ))
+            .expect("request");
+        assert_eq!(
+            req.url.as_str(),
+            "https://cfg.openai.azure.com/openai/models?api-version=2025-01-01"
+        );
+    }
+
+    #[test]
+    fn azure_refuses_missing_or_unsafe_settings() {
+        let headers = HeaderMap::new();
+        let options = Map::new();
+        let err = provider("azure-openai")
+            .build_request(&call(Endpoint::Chat, None, &headers, &options))
+            .expect_err("missing resource");
+        assert!(
+            err.to_string().contains("x-portkey-azure-resource-name"),
+            "{err}"
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-portkey-azure-resource-name",
+            HeaderValue::from_static("evil.com/x#"),
+        );
+        headers.insert(
+            "x-portkey-azure-deployment-id",
+            HeaderValue::from_static("d"),
+        );
+        let err = provider("azure-openai")
+            .build_request(&call(Endpoint::Chat, None, &headers, &options))
+            .expect_err("unsafe host part");
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn custom_hosts_query_and_proxy_paths_are_kept() {
+        let headers = HeaderMap::new();
+        let options = Map::new();
+        let mut c = call(Endpoint::Proxy, None, &headers, &options);
+        c.custom_host = Some("http://127.0.0.1:8000/v1/");
+        c.proxy_path = "/files/abc";
+        c.query = Some("limit=2&order=asc");
+        let req = provider("openai-compatible")
+            .build_request(&c)
+            .expect("request");
+        assert_eq!(
+            req.url.as_str(),
+            "http://127.0.0.1:8000/v1/files/abc?limit=2&order=asc"
+        );
+
+        let c = call(Endpoint::Chat, None, &headers, &options);
+        let err = provider("openai-compatible")
+            .build_request(&c)
+            .expect_err("needs a host");
+        assert!(err.to_string().contains("custom host"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_endpoints_and_forwarded_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-trace-me", HeaderValue::from_static("1"));
+        headers.insert("x-not-me", HeaderValue::from_static("2"));
+        let options = Map::new();
+        let err = provider("perplexity-ai")
+            .build_request(&call(Endpoint::Embeddings, None, &headers, &options))
+            .expect_err("unsupported");
+        assert!(err.to_string().contains("perplexity-ai"));
+
+        let forward = [HeaderName::from_static("x-trace-me")];
+        let mut c = call(Endpoint::Chat, None, &headers, &options);
+        c.forward_headers = &forward;
+        let req = provider("groq").build_request(&c).expect("request");
+        assert_eq!(req.headers["x-trace-me"], "1");
+        assert!(!req.headers.contains_key("x-not-me"));
+    }
+}

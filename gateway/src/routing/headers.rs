@@ -1,0 +1,193 @@
+//! Portkey's request headers and their `x-sluice-*` aliases.
+
+use std::time::Duration;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName};
+use serde_json::{Map, Value};
+
+use crate::GatewayError;
+use crate::config::Secret;
+
+/// The settings a client can give by header. Each is read as `x-portkey-NAME`,
+/// then `x-sluice-NAME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortkeyHeader {
+    Provider,
+    Config,
+    CustomHost,
+    ForwardHeaders,
+    RequestTimeout,
+    Metadata,
+    TraceId,
+}
+
+impl PortkeyHeader {
+    /// The part after the prefix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Config => "config",
+            Self::CustomHost => "custom-host",
+            Self::ForwardHeaders => "forward-headers",
+            Self::RequestTimeout => "request-timeout",
+            Self::Metadata => "metadata",
+            Self::TraceId => "trace-id",
+        }
+    }
+
+    /// The Portkey name (used in messages and responses).
+    pub fn portkey(self) -> String {
+        format!("x-portkey-{}", self.suffix())
+    }
+}
+
+/// The value of a Portkey header or its alias; a value that is not text is a 400.
+pub fn header_str(headers: &HeaderMap, which: PortkeyHeader) -> Result<Option<&str>, GatewayError> {
+    for prefix in ["x-portkey-", "x-sluice-"] {
+        let name = format!("{prefix}{}", which.suffix());
+        if let Some(v) = headers.get(name.as_str()) {
+            return v.to_str().map(Some).map_err(|_| {
+                GatewayError::invalid(format!("`{name}` must be visible ASCII text"), Some(&name))
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// The provider key from `Authorization: Bearer KEY`.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<Secret>, GatewayError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        GatewayError::invalid(
+            "`Authorization` must be visible ASCII text",
+            Some("authorization"),
+        )
+    })?;
+    let key = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .unwrap_or(text)
+        .trim();
+    Ok((!key.is_empty()).then(|| Secret::new(key.to_owned())))
+}
+
+/// `x-portkey-request-timeout` in milliseconds.
+pub fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, GatewayError> {
+    let Some(text) = header_str(headers, PortkeyHeader::RequestTimeout)? else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(GatewayError::invalid(
+            format!(
+                "`x-portkey-request-timeout` must be a positive number of milliseconds, not `{text}`"
+            ),
+            Some("x-portkey-request-timeout"),
+        )),
+    }
+}
+
+/// `x-portkey-forward-headers`: a comma-separated list of header names.
+pub fn forward_list(headers: &HeaderMap) -> Result<Vec<HeaderName>, GatewayError> {
+    match header_str(headers, PortkeyHeader::ForwardHeaders)? {
+        Some(list) => parse_forward_names(list.split(',').map(str::trim).filter(|s| !s.is_empty())),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Header names to forward; hop-by-hop and framing headers are never forwarded.
+pub fn parse_forward_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<HeaderName>, GatewayError> {
+    let mut out = Vec::new();
+    for n in names {
+        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+            GatewayError::invalid(
+                format!("`{n}` is not a valid header name to forward"),
+                Some("forward_headers"),
+            )
+        })?;
+        if !crate::upstream::is_hop_by_hop(&name)
+            && name != http::header::HOST
+            && name != http::header::CONTENT_LENGTH
+        {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// `x-portkey-metadata`: a JSON object of string values.
+pub fn metadata(headers: &HeaderMap) -> Result<Map<String, Value>, GatewayError> {
+    let Some(text) = header_str(headers, PortkeyHeader::Metadata)? else {
+        return Ok(Map::new());
+    };
+    let bad = |why: String| {
+        GatewayError::invalid(
+            format!("`x-portkey-metadata` {why}"),
+            Some("x-portkey-metadata"),
+        )
+    };
+    let map = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(bad("must be a JSON object".into())),
+        Err(e) => return Err(bad(format!("is not valid JSON: {e}"))),
+    };
+    if let Some((k, _)) = map.iter().find(|(_, v)| !v.is_string()) {
+        return Err(bad(format!("values must be strings; `{k}` is not")));
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn aliases_and_validation() {
+        let mut h = HeaderMap::new();
+        h.insert("x-sluice-provider", HeaderValue::from_static("groq"));
+        assert_eq!(
+            header_str(&h, PortkeyHeader::Provider).expect("ok"),
+            Some("groq")
+        );
+        h.insert("x-portkey-provider", HeaderValue::from_static("openai"));
+        assert_eq!(
+            header_str(&h, PortkeyHeader::Provider).expect("ok"),
+            Some("openai")
+        );
+
+        h.insert(
+            "x-portkey-metadata",
+            HeaderValue::from_static(r#"{"user":"u1"}"#),
+        );
+        assert_eq!(metadata(&h).expect("ok")["user"], "u1");
+        for bad in [r#"{"n":1}"#, "[1]", "{"] {
+            h.insert("x-portkey-metadata", HeaderValue::from_static(bad));
+            assert_eq!(metadata(&h).expect_err(bad).code(), "invalid_request");
+        }
+
+        h.insert(
+            "x-portkey-forward-headers",
+            HeaderValue::from_static("x-a, connection, host ,x-b"),
+        );
+        assert_eq!(forward_list(&h).expect("ok"), ["x-a", "x-b"]);
+        h.insert(
+            "x-portkey-forward-headers",
+            HeaderValue::from_static("bad name"),
+        );
+        assert!(forward_list(&h).is_err());
+
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer  sk-9 "));
+        assert_eq!(
+            bearer(&h).expect("ok").as_ref().map(Secret::expose),
+            Some("sk-9")
+        );
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&h).expect("ok"), None);
+    }
+}

@@ -1,0 +1,322 @@
+//! Routing: from the request's headers and the routing config to the target to call.
+//!
+//! Where the config comes from, first match wins: `x-portkey-config` (JSON, or the
+//! name of a config under `[configs]` in the server file) > the server's
+//! `default_config` > the plain headers (`x-portkey-provider`, `Authorization`,
+//! `x-portkey-custom-host`, ...). `x-sluice-*` names are aliases of every
+//! `x-portkey-*` header.
+//!
+//! This module may call `config` and `providers`; it does no I/O. A `single`
+//! strategy (Portkey's: its first target) is executed here, nested to any depth,
+//! with settings inherited parent → child. The other strategy modes are validated
+//! but answered with a clear 400 until the routing engine executes them.
+
+mod headers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName};
+use serde_json::{Map, Value};
+
+pub use headers::{PortkeyHeader, header_str, metadata as headers_metadata};
+
+use crate::GatewayError;
+use crate::config::routing::{Inherited, Node};
+use crate::config::{RoutingConfig, Secret, ServerConfig, routing};
+use crate::providers::Provider;
+
+/// One provider call, with everything resolved.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub provider: Arc<dyn Provider>,
+    pub api_key: Option<Secret>,
+    /// A client-chosen base URL (checked against the SSRF policy).
+    pub custom_host: Option<String>,
+    /// Provider-specific settings from the config.
+    pub options: Map<String, Value>,
+    /// Merged into the request body; the config wins per key.
+    pub override_params: Map<String, Value>,
+    pub request_timeout: Option<Duration>,
+    pub forward_headers: Vec<HeaderName>,
+}
+
+/// What routing decided for a request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: Target,
+    /// Portkey's `x-portkey-last-used-option-index` (`config.targets[1]`), when a
+    /// config was used.
+    pub option_path: Option<String>,
+}
+
+/// Decides the target for a request.
+pub fn plan(config: &ServerConfig, headers: &HeaderMap) -> Result<Plan, GatewayError> {
+    let routing = match header_str(headers, PortkeyHeader::Config)? {
+        Some(text) => Some(config_from_header(config, text)?),
+        None => config
+            .default_config
+            .as_ref()
+            .and_then(|name| config.configs.get(name).cloned()),
+    };
+    match routing {
+        Some(c) => plan_config(config, headers, &c),
+        None => plan_headers(config, headers),
+    }
+}
+
+fn config_from_header(
+    config: &ServerConfig,
+    text: &str,
+) -> Result<Arc<RoutingConfig>, GatewayError> {
+    let text = text.trim();
+    if text.starts_with('{') {
+        routing::parse_json(text, &|slug| config.providers.contains(slug))
+            .map(Arc::new)
+            .map_err(GatewayError::InvalidConfig)
+    } else {
+        config.configs.get(text).cloned().ok_or_else(|| {
+            GatewayError::invalid(
+                format!(
+                    "`x-portkey-config` is neither a JSON object nor the name of a config under [configs] in the server config: `{text}`"
+                ),
+                Some("x-portkey-config"),
+            )
+        })
+    }
+}
+
+fn provider(config: &ServerConfig, slug: &str) -> Result<Arc<dyn Provider>, GatewayError> {
+    config
+        .providers
+        .get(slug)
+        .cloned()
+        .ok_or_else(|| GatewayError::UnknownProvider(slug.to_owned()))
+}
+
+fn plan_headers(config: &ServerConfig, headers: &HeaderMap) -> Result<Plan, GatewayError> {
+    let slug =
+        header_str(headers, PortkeyHeader::Provider)?.ok_or(GatewayError::MissingProvider)?;
+    Ok(Plan {
+        target: Target {
+            provider: provider(config, slug.trim())?,
+            api_key: headers::bearer(headers)?,
+            custom_host: header_str(headers, PortkeyHeader::CustomHost)?.map(str::to_owned),
+            options: Map::new(),
+            override_params: Map::new(),
+            request_timeout: headers::request_timeout(headers)?,
+            forward_headers: headers::forward_list(headers)?,
+        },
+        option_path: None,
+    })
+}
+
+fn plan_config(
+    config: &ServerConfig,
+    headers: &HeaderMap,
+    c: &RoutingConfig,
+) -> Result<Plan, GatewayError> {
+    let mut node = &c.root;
+    let mut path = "config".to_owned();
+    let mut inherited = node.inherit.clone();
+    while let Some(strategy) = &node.strategy {
+        if strategy.mode != "single" {
+            return Err(GatewayError::Unsupported(format!(
+                "strategy mode `{}` at `{path}` is valid but not executed by this build; use `single`",
+                strategy.mode
+            )));
+        }
+        let Some(first) = node.targets.first() else {
+            return Err(GatewayError::Internal(format!(
+                "{path}: strategy without targets"
+            )));
+        };
+        node = first;
+        path.push_str(".targets[0]");
+        inherited = inherit(&inherited, &node.inherit);
+    }
+    leaf(config, headers, node, inherited, path)
+}
+
+/// A child's settings over its parent's: the child's own win, `override_params`
+/// merge per key.
+pub fn inherit(parent: &Inherited, child: &Inherited) -> Inherited {
+    let mut override_params = parent.override_params.clone();
+    for (k, v) in &child.override_params {
+        override_params.insert(k.clone(), v.clone());
+    }
+    Inherited {
+        custom_host: child
+            .custom_host
+            .clone()
+            .or_else(|| parent.custom_host.clone()),
+        request_timeout_ms: child.request_timeout_ms.or(parent.request_timeout_ms),
+        forward_headers: child
+            .forward_headers
+            .clone()
+            .or_else(|| parent.forward_headers.clone()),
+        retry: child.retry.clone().or_else(|| parent.retry.clone()),
+        cache: child.cache.clone().or_else(|| parent.cache.clone()),
+        strict_open_ai_compliance: child
+            .strict_open_ai_compliance
+            .or(parent.strict_open_ai_compliance),
+        override_params,
+        hooks: child.hooks.clone(),
+    }
+}
+
+fn leaf(
+    config: &ServerConfig,
+    headers: &HeaderMap,
+    node: &Node,
+    inherited: Inherited,
+    path: String,
+) -> Result<Plan, GatewayError> {
+    let t = &node.target;
+    let Some(slug) = &t.provider else {
+        return Err(GatewayError::Unsupported(format!(
+            "`{path}` names a virtual key; virtual keys are not configured on this gateway"
+        )));
+    };
+    let forward_headers = match &inherited.forward_headers {
+        Some(names) => headers::parse_forward_names(names.iter().map(String::as_str))?,
+        None => headers::forward_list(headers)?,
+    };
+    let request_timeout = match inherited.request_timeout_ms {
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => headers::request_timeout(headers)?,
+    };
+    Ok(Plan {
+        target: Target {
+            provider: provider(config, slug)?,
+            api_key: match &t.api_key {
+                Some(k) => Some(k.clone()),
+                None => headers::bearer(headers)?,
+            },
+            custom_host: inherited.custom_host,
+            options: t.provider_options.clone(),
+            override_params: inherited.override_params,
+            request_timeout,
+            forward_headers,
+        },
+        option_path: Some(path),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    fn server() -> ServerConfig {
+        ServerConfig::parse(
+            "[configs.named]\nprovider = \"groq\"\napi_key = \"gk\"\n[configs.named.override_params]\nmodel = \"llama\"\n",
+        )
+        .expect("config")
+    }
+
+    #[test]
+    fn headers_alone_name_provider_key_and_settings() {
+        let plan = plan(
+            &server(),
+            &headers(&[
+                ("x-portkey-provider", "openai"),
+                ("authorization", "Bearer sk-1"),
+                ("x-sluice-custom-host", "http://127.0.0.1:9/v1"),
+                ("x-portkey-request-timeout", "250"),
+                ("x-portkey-forward-headers", "x-a, X-B"),
+            ]),
+        )
+        .expect("plan");
+        let t = plan.target;
+        assert_eq!(t.provider.slug(), "openai");
+        assert_eq!(t.api_key.as_ref().map(Secret::expose), Some("sk-1"));
+        assert_eq!(t.custom_host.as_deref(), Some("http://127.0.0.1:9/v1"));
+        assert_eq!(t.request_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(t.forward_headers, ["x-a", "x-b"]);
+        assert_eq!(plan.option_path, None);
+    }
+
+    #[test]
+    fn missing_unknown_and_malformed_settings_are_client_errors() {
+        let s = server();
+        let cases: [(&[(&'static str, &str)], &str); 6] = [
+            (&[], "missing_provider"),
+            (&[("x-portkey-provider", "nope")], "unknown_provider"),
+            (
+                &[
+                    ("x-portkey-provider", "openai"),
+                    ("x-portkey-request-timeout", "soon"),
+                ],
+                "invalid_request",
+            ),
+            (
+                &[("x-portkey-config", "{\"provider\": 1}")],
+                "invalid_config",
+            ),
+            (&[("x-portkey-config", "pc-unknown")], "invalid_request"),
+            (
+                &[(
+                    "x-portkey-config",
+                    "{\"strategy\":{\"mode\":\"fallback\"},\"targets\":[{\"provider\":\"openai\"}]}",
+                )],
+                "unsupported",
+            ),
+        ];
+        for (pairs, code) in cases {
+            let err = plan(&s, &headers(pairs)).expect_err(code);
+            assert_eq!(err.code(), code, "{pairs:?}: {err}");
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn a_config_header_wins_and_single_strategies_inherit() {
+        let cfg = r#"{"strategy":{"mode":"single"},"request_timeout":100,
+            "override_params":{"model":"a","temperature":0},"forward_headers":["x-keep"],
+            "targets":[{"provider":"azure-openai","resource_name":"r","override_params":{"model":"b"}}]}"#;
+        let plan = plan(
+            &server(),
+            &headers(&[
+                ("x-portkey-config", &cfg.replace('\n', " ")),
+                ("x-portkey-provider", "groq"),
+                ("authorization", "Bearer from-client"),
+            ]),
+        )
+        .expect("plan");
+        let t = plan.target;
+        assert_eq!(t.provider.slug(), "azure-openai");
+        assert_eq!(plan.option_path.as_deref(), Some("config.targets[0]"));
+        assert_eq!(t.override_params["model"], "b");
+        assert_eq!(t.override_params["temperature"], 0);
+        assert_eq!(t.request_timeout, Some(Duration::from_millis(100)));
+        assert_eq!(t.forward_headers, ["x-keep"]);
+        assert_eq!(t.options["resource_name"], "r");
+        assert_eq!(t.api_key.as_ref().map(Secret::expose), Some("from-client"));
+    }
+
+    #[test]
+    fn named_and_default_configs() {
+        let s = server();
+        let plan1 = plan(&s, &headers(&[("x-portkey-config", "named")])).expect("named");
+        assert_eq!(plan1.target.provider.slug(), "groq");
+        assert_eq!(
+            plan1.target.api_key.as_ref().map(Secret::expose),
+            Some("gk")
+        );
+        assert_eq!(plan1.option_path.as_deref(), Some("config"));
+
+        let mut s = server();
+        s.default_config = Some("named".into());
+        let plan2 = plan(&s, &HeaderMap::new()).expect("default");
+        assert_eq!(plan2.target.override_params["model"], "llama");
+    }
+}

@@ -1,0 +1,159 @@
+//! The HTTP server: routes, the per-request context (id, span), the proxy
+//! pipeline, and graceful shutdown.
+//!
+//! The order of stages for a proxied request is fixed in [`proxy`]; this module
+//! may call every other stage and is the only one that knows about axum.
+
+mod context;
+mod proxy;
+mod relay;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::json;
+
+pub use context::RequestInfo;
+
+use crate::GatewayError;
+use crate::config::ServerConfig;
+use crate::guardrails::Guardrails;
+use crate::providers::Endpoint;
+use crate::upstream::Upstream;
+
+/// Everything a request handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub upstream: Upstream,
+    pub guardrails: Guardrails,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// State for a config, with no hooks.
+    pub fn new(config: ServerConfig) -> Result<Self, GatewayError> {
+        let upstream = Upstream::new(&config.upstream, config.ssrf.clone())
+            .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            config: Arc::new(config),
+            upstream,
+            guardrails: Guardrails::default(),
+            started: Instant::now(),
+        })
+    }
+}
+
+/// The gateway's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let post_route = |e: Endpoint| post(move |s, i, r| proxy::handle(s, e, i, r));
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/chat/completions", post_route(Endpoint::Chat))
+        .route("/v1/completions", post_route(Endpoint::Completions))
+        .route("/v1/embeddings", post_route(Endpoint::Embeddings))
+        .route("/v1/images/generations", post_route(Endpoint::Images))
+        .route("/v1/audio/speech", post_route(Endpoint::Speech))
+        .route(
+            "/v1/audio/transcriptions",
+            post_route(Endpoint::Transcriptions),
+        )
+        .route("/v1/audio/translations", post_route(Endpoint::Translations))
+        .route("/v1/moderations", post_route(Endpoint::Moderations))
+        .route(
+            "/v1/models",
+            get(move |s, i, r| proxy::handle(s, Endpoint::Models, i, r)),
+        )
+        .route(
+            "/v1/{*rest}",
+            any(move |s, i, r| proxy::handle(s, Endpoint::Proxy, i, r)),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(context::request_context))
+        .with_state(state)
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "version": crate::VERSION,
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+    .into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    GatewayError::NotFound {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+    }
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    GatewayError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+    }
+    .into_response()
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests and streams finish for up to `server.shutdown_grace`, and returns.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.config.shutdown_grace;
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+        let _ = tx.send(true);
+    });
+    let grace_passed = async move {
+        if rx.wait_for(|started| *started).await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server.into_future() => result,
+        () = grace_passed => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace passed; dropping remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,153 @@
+//! Relaying the upstream's answer to the client.
+//!
+//! - Streams (`stream: true` answered 2xx) and non-JSON answers (audio, the
+//!   passthrough route) are forwarded chunk by chunk as they arrive: nothing is
+//!   buffered or delayed. If an SSE stream breaks, the client gets one final
+//!   `data: {"error": ...}` event (what OpenAI's SDKs raise on) instead of a
+//!   silent truncation. Dropping the client's body drops the upstream request.
+//! - Other answers are read whole (within the deadline) so they can be checked:
+//!   a 2xx that is not JSON is a 502; an error status with a JSON body is passed
+//!   through as it is; an error status with any other body is wrapped in OpenAI's
+//!   error shape, keeping the status.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+
+use super::proxy::Deadline;
+use crate::GatewayError;
+use crate::error::openai_error;
+use crate::providers::{Endpoint, Provider};
+use crate::upstream::{describe, strip_hop_by_hop};
+
+/// Turns the upstream response into the client's.
+pub async fn relay(
+    upstream: reqwest::Response,
+    provider: &dyn Provider,
+    endpoint: Endpoint,
+    stream: bool,
+    deadline: &Deadline,
+) -> Result<Response, GatewayError> {
+    let status = upstream.status();
+    let mut headers = upstream.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(CONTENT_LENGTH);
+
+    if status.is_success() && (stream || !endpoint.answers_json()) {
+        let sse = stream && is_event_stream(&headers);
+        let body = if sse {
+            sse_body(upstream, provider.slug().to_owned())
+        } else {
+            Body::from_stream(upstream.bytes_stream())
+        };
+        return response(status, headers, body);
+    }
+
+    let bytes = tokio::time::timeout_at(deadline.at, upstream.bytes())
+        .await
+        .map_err(|_| deadline.error())?
+        .map_err(|e| GatewayError::UpstreamGarbage {
+            provider: provider.slug().to_owned(),
+            detail: format!("the body was cut off: {}", describe(&e)),
+        })?;
+    let compressed = headers.contains_key(CONTENT_ENCODING);
+    let is_json = compressed || serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+
+    if status.is_success() {
+        if !is_json {
+            return Err(GatewayError::UpstreamGarbage {
+                provider: provider.slug().to_owned(),
+                detail: format!("expected JSON, got {}", snippet(&bytes)),
+            });
+        }
+        let body = if compressed {
+            bytes
+        } else {
+            provider.map_response(endpoint, bytes)?
+        };
+        return response(status, headers, Body::from(body));
+    }
+    if is_json {
+        return response(status, headers, Body::from(bytes));
+    }
+    tracing::warn!(
+        status = status.as_u16(),
+        "upstream error without a JSON body; wrapped"
+    );
+    let wrapped = openai_error(
+        &format!(
+            "upstream `{}` answered HTTP {}: {}",
+            provider.slug(),
+            status.as_u16(),
+            snippet(&bytes)
+        ),
+        "api_error",
+        None,
+        "upstream_error",
+    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response(status, headers, Body::from(wrapped.to_string()))
+}
+
+fn response(
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
+}
+
+/// Up to 200 characters of a body, for messages.
+fn snippet(bytes: &Bytes) -> String {
+    if bytes.is_empty() {
+        return "an empty body".into();
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let cut: String = text.chars().take(200).collect();
+    if cut.len() < text.len() {
+        format!("`{cut}...`")
+    } else {
+        format!("`{cut}`")
+    }
+}
+
+/// An SSE body that ends with an error event if the upstream stream breaks.
+fn sse_body(upstream: reqwest::Response, provider: String) -> Body {
+    let events = futures_util::stream::unfold(Some(upstream.bytes_stream()), move |state| {
+        let provider = provider.clone();
+        async move {
+            let mut inner = state?;
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    Some((Ok::<Bytes, std::convert::Infallible>(chunk), Some(inner)))
+                }
+                Some(Err(e)) => {
+                    let detail = describe(&e);
+                    tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
+                    let event = openai_error(
+                        &format!("the stream from `{provider}` broke: {detail}"),
+                        "api_error",
+                        None,
+                        "upstream_stream_error",
+                    );
+                    Some((Ok(Bytes::from(format!("\n\ndata: {event}\n\n"))), None))
+                }
+                None => None,
+            }
+        }
+    });
+    Body::from_stream(events)
+}
