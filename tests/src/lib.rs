@@ -1,1 +1,28 @@
-//! placeholder
+//! Sluice's end-to-end test support: a mock upstream that speaks each provider's
+//! wire format on loopback ([`mock`]) and a harness that runs the real `sluice`
+//! binary against it ([`gateway`]). The tests are in `tests/tests/`; the load
+//! harness is `src/bin/loadtest.rs`.
+
+pub mod gateway;
+pub mod mock;
+
+pub use gateway::{Gateway, TempDir};
+pub use mock::MockUpstream;
+
+/// A server config: `extra` (which may start with top-level keys), then a
+/// `[[providers]]` entry `mock` pointing at `mock`.
+pub fn config_with_mock(mock: &MockUpstream, extra: &str) -> String {
+    format!(
+        "{extra}\n\n[[providers]]\nslug = \"mock\"\nbase_url = \"{}\"\n",
+        mock.url("/v1")
+    )
+}
+
+/// A reqwest client for tests: no proxy, bounded time.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
+}

@@ -1,1 +1,234 @@
-fn main() {}
+//! The load harness: gateway overhead against a direct call to the same mock
+//! upstream, in one run.
+//!
+//! ```text
+//! cargo build --release -p sluice && cargo run --release -p sluice-tests --bin loadtest -- [--seconds 10] [--concurrency 1,16]
+//! ```
+//!
+//! It starts a fast mock upstream in-process and the real `sluice` binary (the
+//! release build next to this executable, or `$SLUICE_BIN`), then for each
+//! concurrency drives the same chat request for a fixed time directly at the mock
+//! and through the gateway, and prints requests per second, p50/p99 latency, the
+//! gateway's CPU time per request (from /proc) and its RSS (idle and peak).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sluice_tests::{Gateway, MockUpstream, config_with_mock};
+
+const BODY: &str = r#"{"model":"gpt-load","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."}],"temperature":0.2,"max_tokens":64}"#;
+
+struct Args {
+    seconds: u64,
+    concurrency: Vec<usize>,
+}
+
+fn args() -> Result<Args> {
+    let mut out = Args {
+        seconds: 10,
+        concurrency: vec![1, 16],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--seconds" => out.seconds = v.parse()?,
+            "--concurrency" => {
+                out.concurrency = v.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(out)
+}
+
+struct Run {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+}
+
+async fn drive(url: &str, headers: &[(&str, &str)], concurrency: usize, seconds: u64) -> Run {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"));
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_owned();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            while Instant::now() < until {
+                let t = Instant::now();
+                let mut req = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(BODY);
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(res) if res.status().is_success() => match res.bytes().await {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    },
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    latencies.sort();
+    Run {
+        requests: latencies.len(),
+        errors,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("stat format")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (VmRSS, VmHWM) in MiB.
+fn rss_mib(pid: u32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[expect(clippy::print_stdout, reason = "the harness reports on stdout")]
+fn main() -> Result<()> {
+    let args = args()?;
+    if std::env::var_os("SLUICE_BIN").is_none() {
+        let exe = std::env::current_exe()?;
+        let bin = exe.parent().context("exe dir")?.join("sluice");
+        if !bin.exists() {
+            bail!(
+                "{} not found: run `cargo build --release -p sluice` first",
+                bin.display()
+            );
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mock = MockUpstream::start_quiet().await?;
+        let gw = Gateway::start_with(&config_with_mock(&mock, "[log]\nlevel = \"warn\"\n"), &[]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (idle_rss, _) = rss_mib(gw.pid())?;
+        println!(
+            "gateway pid {} idle RSS {idle_rss:.1} MiB; {} s per run",
+            gw.pid(),
+            args.seconds
+        );
+        let direct_url = mock.url("/v1/chat/completions");
+        let gw_url = gw.at("/v1/chat/completions");
+        let headers = [
+            ("x-portkey-provider", "mock"),
+            ("authorization", "Bearer sk-load"),
+        ];
+        // Warm both paths (connection pools, allocator).
+        drive(&direct_url, &[], 4, 1).await;
+        drive(&gw_url, &headers, 4, 1).await;
+
+        println!();
+        println!(
+            "| concurrency | path | rps | p50 | p99 | errors | gateway CPU/req | gateway peak RSS |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for &c in &args.concurrency {
+            let direct = drive(&direct_url, &[], c, args.seconds).await;
+            let cpu0 = cpu_seconds(gw.pid())?;
+            let through = drive(&gw_url, &headers, c, args.seconds).await;
+            let cpu = cpu_seconds(gw.pid())? - cpu0;
+            let (_, peak) = rss_mib(gw.pid())?;
+            let per_req = cpu / through.requests.max(1) as f64 * 1e6;
+            println!(
+                "| {c} | direct | {:.0} | {} | {} | {} | | |",
+                direct.rps(),
+                ms(direct.pct(0.5)),
+                ms(direct.pct(0.99)),
+                direct.errors
+            );
+            println!(
+                "| {c} | gateway | {:.0} | {} | {} | {} | {per_req:.1} µs | {peak:.1} MiB |",
+                through.rps(),
+                ms(through.pct(0.5)),
+                ms(through.pct(0.99)),
+                through.errors
+            );
+            println!(
+                "| {c} | ratio | {:.2}x | +{} | +{} | | | |",
+                through.rps() / direct.rps().max(1e-9),
+                ms(through.pct(0.5).saturating_sub(direct.pct(0.5))),
+                ms(through.pct(0.99).saturating_sub(direct.pct(0.99))),
+            );
+        }
+        let (rss, peak) = rss_mib(gw.pid())?;
+        println!();
+        println!("gateway RSS idle {idle_rss:.1} MiB, after load {rss:.1} MiB, peak {peak:.1} MiB");
+        Ok(())
+    })
+}

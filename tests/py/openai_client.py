@@ -1,0 +1,81 @@
+"""The real `openai` Python SDK against a running Sluice gateway.
+
+Usage: python openai_client.py GATEWAY_URL
+Exits 0 and prints "ok" when chat, streaming chat, embeddings and models all work;
+raises (exit 1) on the first mismatch.
+"""
+
+import sys
+
+import openai
+from openai import OpenAI
+
+
+def main(base: str) -> None:
+    client = OpenAI(
+        base_url=f"{base}/v1",
+        api_key="sk-python-sdk",
+        default_headers={"x-portkey-provider": "mock"},
+        max_retries=0,
+    )
+
+    chat = client.chat.completions.create(
+        model="gpt-sdk",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_body={"future_param": {"a": 1}},
+    )
+    assert chat.choices[0].message.content == "Hello from mock", chat
+    assert chat.model == "gpt-sdk", chat
+    assert chat.usage.total_tokens == 8, chat
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-sdk", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers.get("x-portkey-provider") == "mock", raw.headers
+    assert raw.headers.get("x-portkey-trace-id"), raw.headers
+
+    pieces = []
+    finish = None
+    for chunk in client.chat.completions.create(
+        model="gpt-sdk", messages=[{"role": "user", "content": "hi"}], stream=True
+    ):
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert "".join(pieces) == "tok1 tok2 tok3 ", pieces
+    assert finish == "stop", finish
+
+    emb = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert len(emb.data) == 2 and emb.data[1].index == 1, emb
+    assert emb.data[0].embedding == [0.1, -0.2, 0.3], emb
+
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["mock-model", "mock-embed"], models
+
+    # Errors reach the SDK as its own exception types, with the gateway's shape.
+    try:
+        client.chat.completions.create(model="fault:status=429", messages=[])
+        raise AssertionError("expected a 429")
+    except openai.RateLimitError as e:
+        assert e.status_code == 429
+
+    bad = OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    try:
+        bad.chat.completions.create(model="m", messages=[])
+        raise AssertionError("expected a 400")
+    except openai.BadRequestError as e:
+        assert e.body["code"] == "missing_provider", e.body
+
+    # A stream that breaks mid-way surfaces as an APIError in the SDK.
+    try:
+        for _ in client.chat.completions.create(model="fault:cut", messages=[], stream=True):
+            pass
+        raise AssertionError("expected the broken stream to raise")
+    except openai.APIError as e:
+        assert "broke" in str(e), e
+
+    print("ok")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,381 @@
+//! A mock upstream that speaks OpenAI's wire format on loopback, with faults on
+//! demand. Routes are matched by path suffix, so the same mock serves
+//! `/v1/chat/completions`, Azure's `/openai/deployments/D/chat/completions`, and
+//! any base path a test gives as a custom host.
+//!
+//! Faults are chosen by the request's `model` (or `?fault=` on GET routes), so
+//! they travel through the gateway untouched and concurrent tests do not collide:
+//!
+//! | model                 | answer                                               |
+//! |-----------------------|------------------------------------------------------|
+//! | `fault:status=CODE`   | that status with an OpenAI error body                |
+//! | `fault:html=CODE`     | that status with an HTML body                        |
+//! | `fault:delay=MS`      | the normal answer after MS milliseconds              |
+//! | `fault:garbage`       | 200 with a body that is not JSON                     |
+//! | `fault:cut`           | a stream (or body) cut off mid-way                   |
+//! | `fault:slow`          | a stream of 5 chunks, 200 ms apart                   |
+//! | `fault:endless`       | a stream that never ends (one chunk per 100 ms)      |
+//!
+//! Every request is recorded (method, path, query, headers, body) for assertions.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The body as JSON (panics in tests when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    streams_dropped_early: AtomicUsize,
+    /// When set, nothing is recorded (load tests).
+    quiet: bool,
+}
+
+/// A running mock upstream.
+#[derive(Clone)]
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl MockUpstream {
+    /// Starts a mock on 127.0.0.1 with an ephemeral port.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Starts a mock that records nothing (for load tests).
+    pub async fn start_quiet() -> std::io::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(quiet: bool) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            quiet,
+            ..Shared::default()
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, shared })
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Option<Received> {
+        self.received().pop()
+    }
+
+    /// How many streams were dropped by the other side before they ended.
+    pub fn streams_dropped_early(&self) -> usize {
+        self.shared.streams_dropped_early.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
+    let received = Received {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    };
+    if !shared.quiet
+        && let Ok(mut r) = shared.received.lock()
+    {
+        r.push(received.clone());
+    }
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let fault = json["model"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            received
+                .query
+                .as_deref()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("fault=")))
+                .map(|f| format!("fault:{f}"))
+        })
+        .unwrap_or_default();
+    let fault = fault.strip_prefix("fault:").unwrap_or("");
+
+    if let Some(code) = fault
+        .strip_prefix("status=")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"error": {"message": format!("mock error {code}"), "type": "server_error", "param": null, "code": "mock"}});
+        return (status, axum::Json(body)).into_response();
+    }
+    if let Some(code) = fault
+        .strip_prefix("html=")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+        return (
+            status,
+            [(http::header::CONTENT_TYPE, "text/html")],
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response();
+    }
+    if let Some(ms) = fault
+        .strip_prefix("delay=")
+        .and_then(|c| c.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if fault == "garbage" {
+        return (
+            StatusCode::OK,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            "{\"id\": \"chatcmpl-1\", \"cho",
+        )
+            .into_response();
+    }
+
+    let path = received.path.as_str();
+    let model = json["model"].as_str().unwrap_or("mock-model").to_owned();
+    if path.ends_with("/chat/completions") {
+        if json["stream"] == true {
+            return stream(shared, &model, fault);
+        }
+        return axum::Json(chat_completion(&model)).into_response();
+    }
+    if path.ends_with("/completions") {
+        return axum::Json(json!({
+            "id": "cmpl-mock", "object": "text_completion", "created": 1, "model": model,
+            "choices": [{"text": "mock text", "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        }))
+        .into_response();
+    }
+    if path.ends_with("/embeddings") {
+        let inputs = match &json["input"] {
+            Value::Array(items) => items.len(),
+            _ => 1,
+        };
+        let data: Vec<Value> = (0..inputs)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}))
+            .collect();
+        return axum::Json(json!({"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": 2, "total_tokens": 2}}))
+        .into_response();
+    }
+    if path.ends_with("/images/generations") {
+        return axum::Json(
+            json!({"created": 1, "data": [{"url": "https://example.invalid/img.png"}]}),
+        )
+        .into_response();
+    }
+    if path.ends_with("/audio/speech") {
+        if fault == "cut" {
+            return cut_body();
+        }
+        return (
+            StatusCode::OK,
+            [(http::header::CONTENT_TYPE, "audio/mpeg")],
+            speech_bytes(),
+        )
+            .into_response();
+    }
+    if path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations") {
+        return axum::Json(json!({"text": format!("received {} bytes", body.len())}))
+            .into_response();
+    }
+    if path.ends_with("/moderations") {
+        return axum::Json(json!({"id": "modr-mock", "model": "omni-moderation-latest",
+            "results": [{"flagged": false, "categories": {}, "category_scores": {}}]}))
+        .into_response();
+    }
+    if path.ends_with("/models") && parts.method == http::Method::GET {
+        return axum::Json(json!({"object": "list", "data": [
+            {"id": "mock-model", "object": "model", "created": 1, "owned_by": "mock"},
+            {"id": "mock-embed", "object": "model", "created": 1, "owned_by": "mock"}
+        ]}))
+        .into_response();
+    }
+    // Anything else: say what arrived, so passthrough tests can check it.
+    let mut response = axum::Json(json!({
+        "method": received.method, "path": received.path, "query": received.query,
+        "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert("x-mock-echo", http::HeaderValue::from_static("1"));
+    response
+}
+
+/// A chat completion in OpenAI's shape.
+pub fn chat_completion(model: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from mock"},
+                     "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    })
+}
+
+/// The audio the speech route answers with: 64 KiB of a known pattern.
+pub fn speech_bytes() -> Vec<u8> {
+    (0..65_536u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// The SSE chunks of a streamed chat completion, `[DONE]` last.
+pub fn stream_events(model: &str, n: usize) -> Vec<String> {
+    let mut events = Vec::new();
+    for i in 0..n {
+        let delta = if i == 0 {
+            json!({"role": "assistant", "content": ""})
+        } else {
+            json!({"content": format!("tok{i} ")})
+        };
+        let finish = if i + 1 == n {
+            json!("stop")
+        } else {
+            Value::Null
+        };
+        let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        events.push(format!("data: {chunk}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".into());
+    events
+}
+
+/// Counts a stream as dropped early unless it reached its end.
+struct DropWatch {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl DropWatch {
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared
+                .streams_dropped_early
+                .fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn stream(shared: Arc<Shared>, model: &str, fault: &str) -> Response {
+    let (count, gap, endless, cut) = match fault {
+        "slow" => (5, Duration::from_millis(200), false, false),
+        "endless" => (usize::MAX, Duration::from_millis(100), true, false),
+        "cut" => (4, Duration::from_millis(20), false, true),
+        _ => (4, Duration::ZERO, false, false),
+    };
+    let events = if endless {
+        Vec::new()
+    } else {
+        stream_events(model, count)
+    };
+    let model = model.to_owned();
+    let watch = DropWatch {
+        shared,
+        finished: false,
+    };
+    let body = futures_util::stream::unfold((0usize, watch), move |(i, mut watch)| {
+        let events = events.clone();
+        let model = model.clone();
+        async move {
+            if i > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            if endless {
+                let chunk = stream_events(&model, 2).swap_remove(1);
+                return Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (i + 1, watch)));
+            }
+            if cut && i == 2 {
+                watch.finished = true;
+                return Some((
+                    Err(std::io::Error::other("mock cut")),
+                    (events.len(), watch),
+                ));
+            }
+            match events.get(i) {
+                Some(e) => Some((Ok(Bytes::from(e.clone())), (i + 1, watch))),
+                None => {
+                    watch.finish();
+                    None
+                }
+            }
+        }
+    });
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A body that breaks after its first part (sent, then 50 ms later the break).
+fn cut_body() -> Response {
+    let parts = futures_util::stream::unfold(0u8, |i| async move {
+        match i {
+            0 => Some((Ok(Bytes::from(vec![1u8; 1024])), 1)),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Some((Err(std::io::Error::other("mock cut")), 2))
+            }
+            _ => None,
+        }
+    });
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "audio/mpeg")
+        .body(Body::from_stream(parts))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,59 @@
+//! A real client: OpenAI's Python SDK (installed into `tests/.venv` by the test
+//! set-up, see README.md) calls the gateway for chat, streaming chat, embeddings
+//! and models, and sees errors as its own exception types.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use sluice_tests::{Gateway, MockUpstream, config_with_mock};
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run the test command from README.md (it creates the venv), or set SLUICE_TEST_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_works_unchanged() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start(&config_with_mock(&mock, ""));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/openai_client.py");
+    let url = gw.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .arg(url)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{stderr}\ngateway:\n{}",
+        gw.logs()
+    );
+    assert_eq!(stdout.trim(), "ok");
+    let sdk_requests = mock.received();
+    assert!(
+        sdk_requests
+            .iter()
+            .any(|r| r.json()["future_param"]["a"] == 1),
+        "extra_body fields reach the provider"
+    );
+    assert!(sdk_requests.iter().all(|r| {
+        r.headers
+            .get("authorization")
+            .is_none_or(|v| v == "Bearer sk-python-sdk")
+    }),);
+}
