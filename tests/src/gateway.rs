@@ -23,12 +23,11 @@ pub fn binary() -> PathBuf {
         .take(2)
         .map(|dir| dir.join("sluice"))
         .collect();
-    let bin = candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
         panic!(
             "the sluice binary is not in {candidates:?}: build it first (`cargo build -p sluice`) or set SLUICE_BIN"
         )
-    });
-    bin
+    })
 }
 
 /// A running gateway process. Killed on drop.

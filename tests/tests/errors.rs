@@ -44,7 +44,9 @@ const MOCK: &[(&str, &str)] = &[("x-portkey-provider", "mock")];
 #[tokio::test]
 async fn request_errors_are_400s_and_never_reach_the_upstream() {
     let (mock, gw) = setup("").await;
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str, &str)> = vec![
+    // (headers, body, expected code, a phrase the message must contain)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             MOCK.to_vec(),
             "{\"model\": ",

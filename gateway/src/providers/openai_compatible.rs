@@ -15,12 +15,19 @@ const UA: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone)]
 pub struct OpenAiCompatible {
     spec: ProviderSpec,
+    /// The base URL parsed once, when it has no `{var}` to fill.
+    fixed_base: Option<url::Url>,
 }
 
 impl OpenAiCompatible {
     /// Wraps a spec.
     pub fn new(spec: ProviderSpec) -> Self {
-        Self { spec }
+        let fixed_base = spec
+            .base_url
+            .as_deref()
+            .filter(|b| !b.contains('{'))
+            .and_then(|b| url::Url::parse(b).ok());
+        Self { spec, fixed_base }
     }
 
     /// The spec it runs on.
@@ -88,10 +95,19 @@ impl OpenAiCompatible {
     }
 
     fn url(&self, call: &Call<'_>) -> Result<url::Url, GatewayError> {
-        let base = match (call.custom_host, &self.spec.base_url) {
-            (Some(host), _) => host.to_owned(),
-            (None, Some(template)) => self.fill_url(call, template)?,
-            (None, None) => {
+        let parse = |base: &str| {
+            url::Url::parse(base).map_err(|e| {
+                GatewayError::invalid(
+                    format!("custom host is not a valid URL: {e}"),
+                    Some("custom_host"),
+                )
+            })
+        };
+        let mut url = match (call.custom_host, &self.fixed_base, &self.spec.base_url) {
+            (Some(host), _, _) => parse(host)?,
+            (None, Some(fixed), _) => fixed.clone(),
+            (None, None, Some(template)) => parse(&self.fill_url(call, template)?)?,
+            (None, None, None) => {
                 return Err(GatewayError::MissingProviderSetting {
                     provider: self.spec.slug.clone(),
                     what: "a custom host (header `x-portkey-custom-host` or config `custom_host`)"
@@ -99,12 +115,6 @@ impl OpenAiCompatible {
                 });
             }
         };
-        let mut url = url::Url::parse(&base).map_err(|e| {
-            GatewayError::invalid(
-                format!("custom host is not a valid URL: {e}"),
-                Some("custom_host"),
-            )
-        })?;
         let deployment = match (
             &self.spec.deployment_path,
             call.endpoint.deployment_scoped(),

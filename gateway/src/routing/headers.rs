@@ -36,9 +36,17 @@ impl PortkeyHeader {
         }
     }
 
-    /// The Portkey name (used in messages and responses).
-    pub fn portkey(self) -> String {
-        format!("x-portkey-{}", self.suffix())
+    /// The header names to look for, Portkey's first.
+    pub fn names(self) -> [&'static str; 2] {
+        match self {
+            Self::Provider => ["x-portkey-provider", "x-sluice-provider"],
+            Self::Config => ["x-portkey-config", "x-sluice-config"],
+            Self::CustomHost => ["x-portkey-custom-host", "x-sluice-custom-host"],
+            Self::ForwardHeaders => ["x-portkey-forward-headers", "x-sluice-forward-headers"],
+            Self::RequestTimeout => ["x-portkey-request-timeout", "x-sluice-request-timeout"],
+            Self::Metadata => ["x-portkey-metadata", "x-sluice-metadata"],
+            Self::TraceId => ["x-portkey-trace-id", "x-sluice-trace-id"],
+        }
     }
 }
 
@@ -146,6 +154,27 @@ pub fn metadata(headers: &HeaderMap) -> Result<Map<String, Value>, GatewayError>
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn names_follow_the_suffix() {
+        for h in [
+            PortkeyHeader::Provider,
+            PortkeyHeader::Config,
+            PortkeyHeader::CustomHost,
+            PortkeyHeader::ForwardHeaders,
+            PortkeyHeader::RequestTimeout,
+            PortkeyHeader::Metadata,
+            PortkeyHeader::TraceId,
+        ] {
+            assert_eq!(
+                h.names(),
+                [
+                    format!("x-portkey-{}", h.suffix()),
+                    format!("x-sluice-{}", h.suffix())
+                ]
+            );
+        }
+    }
 
     #[test]
     fn aliases_and_validation() {

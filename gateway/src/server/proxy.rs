@@ -216,6 +216,20 @@ async fn prepare(
         }
     }
 
+    let overrides = &plan.target.override_params;
+    if overrides.is_empty() && state.guardrails.is_empty() {
+        // The common case: nothing changes the body, so it is only checked and
+        // peeked at (model, stream), then sent byte for byte.
+        let peek: Peek<'_> = serde_json::from_slice(&bytes).map_err(|e| malformed(&bytes, &e))?;
+        if let Some(model) = &peek.model {
+            tracing::Span::current().record("gen_ai.request.model", model.as_ref());
+        }
+        return Ok(Prepared::Send {
+            stream: peek.stream.unwrap_or(false),
+            body: bytes,
+        });
+    }
+
     let mut map = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => map,
         Ok(other) => {
@@ -224,20 +238,13 @@ async fn prepare(
                 crate::config::reader::kind(&other)
             )));
         }
-        Err(e) if bytes.is_empty() => {
-            return Err(GatewayError::MalformedBody(format!(
-                "expected a JSON object, the body is empty ({e})"
-            )));
-        }
-        Err(e) => return Err(GatewayError::MalformedBody(format!("invalid JSON: {e}"))),
+        Err(e) => return Err(malformed(&bytes, &e)),
     };
-    let overrides = &plan.target.override_params;
     for (k, v) in overrides {
         map.insert(k.clone(), v.clone());
     }
-    if !state.guardrails.is_empty()
-        && let Outcome::Respond { status, body } =
-            state.guardrails.before_request(ctx, &mut map).await?
+    if let Outcome::Respond { status, body } =
+        state.guardrails.before_request(ctx, &mut map).await?
     {
         return Ok(Prepared::Answer((status, axum::Json(body)).into_response()));
     }
@@ -245,17 +252,35 @@ async fn prepare(
         tracing::Span::current().record("gen_ai.request.model", model);
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    // Untouched bodies go out byte for byte; changed ones are re-serialised
-    // (unknown fields and their order are kept either way).
-    let body = if overrides.is_empty() && state.guardrails.is_empty() {
-        bytes
-    } else {
-        Bytes::from(
-            serde_json::to_vec(&Value::Object(map))
-                .map_err(|e| GatewayError::Internal(e.to_string()))?,
-        )
-    };
+    // Unknown fields and their order are kept (serde_json's preserve_order).
+    let body = Bytes::from(
+        serde_json::to_vec(&Value::Object(map))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?,
+    );
     Ok(Prepared::Send { body, stream })
+}
+
+/// The two fields the pipeline needs from a JSON body; parsing into it also
+/// checks that the whole body is one well-formed JSON object.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+fn malformed(bytes: &[u8], e: &serde_json::Error) -> GatewayError {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return GatewayError::MalformedBody("expected a JSON object, the body is empty".into());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(other) if !other.is_object() => GatewayError::MalformedBody(format!(
+            "expected a JSON object, found {}",
+            crate::config::reader::kind(&other)
+        )),
+        _ => GatewayError::MalformedBody(format!("invalid JSON: {e}")),
+    }
 }
 
 fn with_routing_headers(mut response: Response, plan: &Plan) -> Response {

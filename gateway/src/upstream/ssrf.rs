@@ -80,7 +80,7 @@ impl SsrfPolicy {
     /// Whether `host` is allow-listed by name.
     pub fn host_allowed(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.allow_hosts.iter().any(|h| *h == host)
+        self.allow_hosts.contains(&host)
     }
 
     /// Checks what can be checked without DNS: scheme, credentials, literal
