@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::config::ServerConfig;
-use sluice::server::{self, AppState};
+use sluice::server::{self, Workers};
 
 // mimalloc: the proxy allocates many short-lived buffers per request; glibc's
 // malloc/free were ~15% of the gateway's CPU under load (perf), mimalloc is the
@@ -132,21 +132,38 @@ fn serve(
     }
     sluice::telemetry::init(config.log_format, &config.log_level).map_err(anyhow::Error::msg)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let addr = SocketAddr::new(config.host, config.port);
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let listeners =
+        server::bind(addr, workers).with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listeners.first().context("no listener")?.local_addr()?;
+    tracing::info!(
+        %bound,
+        workers,
+        providers = config.providers.slugs().count(),
+        "{}",
+        sluice::plugins::describe_dir(&config.plugins_dir)
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut running = Workers::start(Arc::new(config), listeners, stopped)?;
+    println!("sluice listening on http://{bound}");
+
+    // The main thread only waits for a signal (or a worker that stopped early).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let addr = SocketAddr::new(config.host, config.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let bound = listener.local_addr()?;
-        tracing::info!(%bound, providers = config.providers.slugs().count(), "{}", sluice::plugins::describe_dir(&config.plugins_dir));
-        let state = Arc::new(AppState::new(config)?);
-        println!("sluice listening on http://{bound}");
-        server::serve(state, listener, server::shutdown_signal()).await?;
-        tracing::info!("stopped");
-        Ok(ExitCode::SUCCESS)
-    })
+        .context("cannot start the signal runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            () = server::shutdown_signal() => {}
+            () = running.any_exited() => tracing::error!("a worker stopped unexpectedly; shutting down"),
+        }
+    });
+    let _ = stop.send(true);
+    running.join()?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }

@@ -224,3 +224,27 @@ async fn json_logs_carry_the_request_id_and_provider() {
     assert_eq!(line["span"]["gen_ai.request.model"], "gpt-json", "{line}");
     assert_eq!(line["status"], 200);
 }
+
+#[tokio::test]
+async fn every_worker_serves_its_share_of_connections() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start(&config_with_mock(&mock, "[server]\nworkers = 3\n"));
+    for i in 0..24 {
+        // A fresh client per request: a new connection, which the kernel may
+        // hand to any of the three listening sockets.
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let res = fresh
+            .post(gw.at("/v1/chat/completions"))
+            .header("x-portkey-provider", "mock")
+            .json(&json!({"model": format!("m{i}"), "messages": []}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(mock.received().len(), 24);
+    assert!(gw.logs().contains("workers=3"), "{}", gw.logs());
+}

@@ -5,8 +5,9 @@
 //! default_config = "prod"          # a name under [configs], used when no header names one
 //!
 //! [server]
-//! host = "127.0.0.1"               # port 8787, max_body_bytes 32 MiB,
-//! port = 8787                      # shutdown_grace_ms 30000, plugins_dir "plugins"
+//! host = "127.0.0.1"               # port 8787, workers 0 (one per core),
+//! port = 8787                      # max_body_bytes 32 MiB, shutdown_grace_ms 30000,
+//!                                  # plugins_dir "plugins"
 //!
 //! [log]
 //! format = "human"                 # or "json"; level = "info" (an EnvFilter directive)
@@ -61,6 +62,8 @@ pub struct UpstreamSettings {
 pub struct ServerConfig {
     pub host: IpAddr,
     pub port: u16,
+    /// Worker threads, each a single-threaded runtime (0: one per core).
+    pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub plugins_dir: PathBuf,
@@ -124,6 +127,7 @@ impl ServerConfig {
 
         let mut host = IpAddr::from([127, 0, 0, 1]);
         let mut port = 8787;
+        let mut workers = 0;
         let mut max_body_bytes = 32 * 1024 * 1024;
         let mut shutdown_grace = Duration::from_secs(30);
         let mut plugins_dir = PathBuf::from("plugins");
@@ -133,6 +137,7 @@ impl ServerConfig {
                 &[
                     "host",
                     "port",
+                    "workers",
                     "max_body_bytes",
                     "shutdown_grace_ms",
                     "plugins_dir",
@@ -146,6 +151,9 @@ impl ServerConfig {
                 }
             }
             port = s.uint(&mut p, "port", 0, 65535).map_or(port, |n| n as u16);
+            workers = s
+                .uint(&mut p, "workers", 0, 1024)
+                .map_or(workers, |n| n as usize);
             max_body_bytes = s
                 .uint(&mut p, "max_body_bytes", 1024, 1 << 32)
                 .map_or(max_body_bytes, |n| n as usize);
@@ -252,6 +260,7 @@ impl ServerConfig {
         Ok(Self {
             host,
             port,
+            workers,
             max_body_bytes,
             shutdown_grace,
             plugins_dir,
@@ -297,6 +306,7 @@ mod tests {
             [server]
             host = "0.0.0.0"
             port = 9000
+            workers = 3
             max_body_bytes = 2048
             shutdown_grace_ms = 100
             [log]
@@ -317,6 +327,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.port, 9000);
+        assert_eq!(c.workers, 3);
         assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.upstream.timeout, Duration::from_millis(1500));

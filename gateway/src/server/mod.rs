@@ -7,6 +7,7 @@
 mod context;
 mod proxy;
 mod relay;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use axum::routing::{any, get, post};
 use serde_json::json;
 
 pub use context::RequestInfo;
+pub use workers::{Workers, bind};
 
 use crate::GatewayError;
 use crate::config::ServerConfig;
@@ -37,11 +39,11 @@ pub struct AppState {
 
 impl AppState {
     /// State for a config, with no hooks.
-    pub fn new(config: ServerConfig) -> Result<Self, GatewayError> {
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, GatewayError> {
         let upstream = Upstream::new(&config.upstream, config.ssrf.clone())
             .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
-            config: Arc::new(config),
+            config,
             upstream,
             guardrails: Guardrails::default(),
             started: Instant::now(),
@@ -113,6 +115,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
     let (tx, mut rx) = tokio::sync::watch::channel(false);
+    use axum::serve::ListenerExt;
+    // Small SSE events must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; waiting for in-flight requests");

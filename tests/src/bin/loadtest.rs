@@ -194,33 +194,40 @@ fn main() -> Result<()> {
         drive(&gw_url, &headers, 4, 1).await;
 
         println!();
+        // "harness CPU/req" is this process (load generator + mock upstream): a
+        // yardstick for what one plain HTTP exchange costs on this machine.
         println!(
-            "| concurrency | path | rps | p50 | p99 | errors | gateway CPU/req | gateway peak RSS |"
+            "| concurrency | path | rps | p50 | p99 | errors | gateway CPU/req | harness CPU/req | gateway peak RSS |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        let me = std::process::id();
         for &c in &args.concurrency {
+            let h0 = cpu_seconds(me)?;
             let direct = drive(&direct_url, &[], c, args.seconds).await;
+            let direct_harness = (cpu_seconds(me)? - h0) / direct.requests.max(1) as f64 * 1e6;
             let cpu0 = cpu_seconds(gw.pid())?;
+            let h0 = cpu_seconds(me)?;
             let through = drive(&gw_url, &headers, c, args.seconds).await;
+            let through_harness = (cpu_seconds(me)? - h0) / through.requests.max(1) as f64 * 1e6;
             let cpu = cpu_seconds(gw.pid())? - cpu0;
             let (_, peak) = rss_mib(gw.pid())?;
             let per_req = cpu / through.requests.max(1) as f64 * 1e6;
             println!(
-                "| {c} | direct | {:.0} | {} | {} | {} | | |",
+                "| {c} | direct | {:.0} | {} | {} | {} | | {direct_harness:.1} µs | |",
                 direct.rps(),
                 ms(direct.pct(0.5)),
                 ms(direct.pct(0.99)),
                 direct.errors
             );
             println!(
-                "| {c} | gateway | {:.0} | {} | {} | {} | {per_req:.1} µs | {peak:.1} MiB |",
+                "| {c} | gateway | {:.0} | {} | {} | {} | {per_req:.1} µs | {through_harness:.1} µs | {peak:.1} MiB |",
                 through.rps(),
                 ms(through.pct(0.5)),
                 ms(through.pct(0.99)),
                 through.errors
             );
             println!(
-                "| {c} | ratio | {:.2}x | +{} | +{} | | | |",
+                "| {c} | ratio | {:.2}x | +{} | +{} | | | | |",
                 through.rps() / direct.rps().max(1e-9),
                 ms(through.pct(0.5).saturating_sub(direct.pct(0.5))),
                 ms(through.pct(0.99).saturating_sub(direct.pct(0.99))),
