@@ -8,6 +8,7 @@
 //! into the same registry. Providers build requests and map answers; they do no
 //! I/O — the `upstream` module does.
 
+pub mod body;
 mod endpoint;
 mod openai_compatible;
 mod spec;

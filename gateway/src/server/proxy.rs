@@ -25,7 +25,7 @@ use super::relay;
 use super::{AppState, RequestInfo};
 use crate::GatewayError;
 use crate::guardrails::{HookContext, Outcome};
-use crate::providers::{BodyKind, Call, Endpoint};
+use crate::providers::{BodyKind, Call, Endpoint, body};
 use crate::routing::{self, Plan};
 
 /// The axum handler for every proxied route.
@@ -220,7 +220,7 @@ async fn prepare(
     if overrides.is_empty() && state.guardrails.is_empty() {
         // The common case: nothing changes the body, so it is only checked and
         // peeked at (model, stream), then sent byte for byte.
-        let peek: Peek<'_> = serde_json::from_slice(&bytes).map_err(|e| malformed(&bytes, &e))?;
+        let peek = body::peek(&bytes)?;
         if let Some(model) = &peek.model {
             tracing::Span::current().record("gen_ai.request.model", model.as_ref());
         }
@@ -230,23 +230,16 @@ async fn prepare(
         });
     }
 
-    let mut map = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => map,
-        Ok(other) => {
-            return Err(GatewayError::MalformedBody(format!(
-                "expected a JSON object, found {}",
-                crate::config::reader::kind(&other)
-            )));
-        }
-        Err(e) => return Err(malformed(&bytes, &e)),
-    };
-    for (k, v) in overrides {
-        map.insert(k.clone(), v.clone());
-    }
-    if let Outcome::Respond { status, body } =
-        state.guardrails.before_request(ctx, &mut map).await?
+    let mut map = body::parse_object(&bytes)?;
+    body::apply_overrides(&mut map, overrides);
+    if let Outcome::Respond {
+        status,
+        body: answer,
+    } = state.guardrails.before_request(ctx, &mut map).await?
     {
-        return Ok(Prepared::Answer((status, axum::Json(body)).into_response()));
+        return Ok(Prepared::Answer(
+            (status, axum::Json(answer)).into_response(),
+        ));
     }
     if let Some(model) = map.get("model").and_then(Value::as_str) {
         tracing::Span::current().record("gen_ai.request.model", model);
@@ -258,29 +251,6 @@ async fn prepare(
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
     );
     Ok(Prepared::Send { body, stream })
-}
-
-/// The two fields the pipeline needs from a JSON body; parsing into it also
-/// checks that the whole body is one well-formed JSON object.
-#[derive(serde::Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-}
-
-fn malformed(bytes: &[u8], e: &serde_json::Error) -> GatewayError {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return GatewayError::MalformedBody("expected a JSON object, the body is empty".into());
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(other) if !other.is_object() => GatewayError::MalformedBody(format!(
-            "expected a JSON object, found {}",
-            crate::config::reader::kind(&other)
-        )),
-        _ => GatewayError::MalformedBody(format!("invalid JSON: {e}")),
-    }
 }
 
 fn with_routing_headers(mut response: Response, plan: &Plan) -> Response {

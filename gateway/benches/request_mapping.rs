@@ -1,0 +1,82 @@
+//! The per-request mapping work of the proxy, without I/O: deciding the target
+//! from headers (and a config header), checking the body, building the upstream
+//! request. `cargo bench -p sluice --bench request_mapping`.
+#![expect(clippy::expect_used, reason = "benchmark set-up fails loudly")]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method};
+use sluice::config::ServerConfig;
+use sluice::providers::{Call, Endpoint, body};
+use sluice::routing;
+
+const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur."}],"temperature":0.2,"max_tokens":64,"stream":false}"#;
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, HeaderValue::from_str(v).expect("header"));
+    }
+    h
+}
+
+fn mapping(c: &mut Criterion) {
+    let config = ServerConfig::defaults().expect("defaults");
+    let plain = headers(&[
+        ("x-portkey-provider", "openai"),
+        ("authorization", "Bearer sk-bench"),
+    ]);
+    let with_config = headers(&[(
+        "x-portkey-config",
+        r#"{"strategy":{"mode":"single"},"override_params":{"temperature":0},"targets":[{"provider":"azure-openai","api_key":"k","resource_name":"r","deployment_id":"d"}]}"#,
+    )]);
+
+    c.bench_function("plan/headers", |b| {
+        b.iter(|| routing::plan(&config, black_box(&plain)))
+    });
+    c.bench_function("plan/config_header", |b| {
+        b.iter(|| routing::plan(&config, black_box(&with_config)))
+    });
+    c.bench_function("body/peek_1kb", |b| {
+        b.iter(|| body::peek(black_box(BODY)).map(|p| p.stream))
+    });
+    c.bench_function("body/override_1kb", |b| {
+        let overrides = serde_json::json!({"model": "x", "temperature": 0});
+        let overrides = overrides.as_object().expect("object");
+        b.iter(|| {
+            let mut map = body::parse_object(black_box(BODY)).expect("object");
+            body::apply_overrides(&mut map, overrides);
+            serde_json::to_vec(&map)
+        })
+    });
+
+    let plan = routing::plan(&config, &plain).expect("plan");
+    let azure = routing::plan(&config, &with_config).expect("plan");
+    for (name, plan) in [("build/openai", plan), ("build/azure", azure)] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let call = Call {
+                    endpoint: Endpoint::Chat,
+                    method: Method::POST,
+                    api_key: plan.target.api_key.as_ref(),
+                    custom_host: plan.target.custom_host.as_deref(),
+                    options: &plan.target.options,
+                    client_headers: &plain,
+                    forward_headers: &plan.target.forward_headers,
+                    query: None,
+                    proxy_path: "",
+                    body: Bytes::from_static(BODY),
+                };
+                plan.target
+                    .provider
+                    .build_request(black_box(&call))
+                    .map(|r| r.url)
+            })
+        });
+    }
+}
+
+criterion_group!(benches, mapping);
+criterion_main!(benches);
