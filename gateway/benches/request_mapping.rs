@@ -24,6 +24,8 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 
 fn mapping(c: &mut Criterion) {
     let config = ServerConfig::defaults().expect("defaults");
+    let cache = routing::ConfigCache::default();
+    let no_cache = || routing::ConfigCache::default();
     let plain = headers(&[
         ("x-portkey-provider", "openai"),
         ("authorization", "Bearer sk-bench"),
@@ -34,10 +36,13 @@ fn mapping(c: &mut Criterion) {
     )]);
 
     c.bench_function("plan/headers", |b| {
-        b.iter(|| routing::plan(&config, black_box(&plain)))
+        b.iter(|| routing::plan(&config, &cache, black_box(&plain)))
     });
-    c.bench_function("plan/config_header", |b| {
-        b.iter(|| routing::plan(&config, black_box(&with_config)))
+    c.bench_function("plan/config_header_cold", |b| {
+        b.iter(|| routing::plan(&config, &no_cache(), black_box(&with_config)))
+    });
+    c.bench_function("plan/config_header_cached", |b| {
+        b.iter(|| routing::plan(&config, &cache, black_box(&with_config)))
     });
     c.bench_function("body/peek_1kb", |b| {
         b.iter(|| body::peek(black_box(BODY)).map(|p| p.stream))
@@ -52,8 +57,8 @@ fn mapping(c: &mut Criterion) {
         })
     });
 
-    let plan = routing::plan(&config, &plain).expect("plan");
-    let azure = routing::plan(&config, &with_config).expect("plan");
+    let plan = routing::plan(&config, &cache, &plain).expect("plan");
+    let azure = routing::plan(&config, &cache, &with_config).expect("plan");
     for (name, plan) in [("build/openai", plan), ("build/azure", azure)] {
         c.bench_function(name, |b| {
             b.iter(|| {

@@ -22,6 +22,13 @@ pub struct Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
+    /// A single problem.
+    pub fn one(path: &str, message: impl Into<String>) -> Self {
+        let mut p = Self::default();
+        p.push(path, message);
+        p
+    }
+
     /// Records a problem at `path`.
     pub fn push(&mut self, path: &str, message: impl Into<String>) {
         self.0.push(Problem {
@@ -77,6 +84,13 @@ impl fmt::Display for Problems {
         }
         Ok(())
     }
+}
+
+/// Parses TOML text into the JSON document the reader walks.
+pub fn toml_document(text: &str, path: &str) -> Result<Value, Problems> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| Problems::one(path, format!("not valid TOML: {e}")))?;
+    serde_json::to_value(table).map_err(|e| Problems::one(path, e.to_string()))
 }
 
 /// `a.b` (or `b` when `a` is empty; `a[0]` when `b` starts with `[`).

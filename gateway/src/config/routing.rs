@@ -163,11 +163,8 @@ pub fn parse_json(
     text: &str,
     known_provider: &dyn Fn(&str) -> bool,
 ) -> Result<RoutingConfig, Problems> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let mut p = Problems::default();
-        p.push("", format!("not valid JSON: {e}"));
-        p
-    })?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Problems::one("", format!("not valid JSON: {e}")))?;
     validate(&value, known_provider)
 }
 

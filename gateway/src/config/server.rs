@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::reader::{Obj, Problems};
+use super::reader::{Obj, Problems, toml_document};
 use super::routing::{self, RoutingConfig};
 use crate::providers::{ProviderSpec, Registry, specs_from_values};
 use crate::upstream::SsrfPolicy;
@@ -85,27 +85,15 @@ impl ServerConfig {
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, Problems> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let mut p = Problems::default();
-            p.push("", format!("cannot read {}: {e}", path.display()));
-            p
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Problems::one("", format!("cannot read {}: {e}", path.display())))?;
         Self::parse(&text)
     }
 
     /// Validates TOML text, reporting every problem.
     pub fn parse(text: &str) -> Result<Self, Problems> {
         let mut p = Problems::default();
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            let mut p = Problems::default();
-            p.push("", format!("not valid TOML: {e}"));
-            p
-        })?;
-        let doc = serde_json::to_value(table).map_err(|e| {
-            let mut p = Problems::default();
-            p.push("", e.to_string());
-            p
-        })?;
+        let doc = toml_document(text, "")?;
         let empty = Value::Object(Default::default());
         let root = Obj::new(&mut p, "", &doc).ok_or_else(|| p.clone())?;
         root.deny_unknown(

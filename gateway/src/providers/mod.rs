@@ -26,7 +26,7 @@ pub use spec::{Auth, ProviderSpec};
 
 use crate::GatewayError;
 use crate::config::Secret;
-use crate::config::reader::{Problems, join};
+use crate::config::reader::{Problems, join, toml_document};
 
 /// The built-in catalog of OpenAI-wire providers.
 pub const CATALOG: &str = include_str!("catalog.toml");
@@ -124,16 +124,7 @@ impl Registry {
 /// Parses a catalog document: a TOML array of `[[provider]]` tables.
 pub fn parse_catalog(text: &str, path: &str) -> Result<Vec<ProviderSpec>, Problems> {
     let mut problems = Problems::default();
-    let doc: toml::Table = toml::from_str(text).map_err(|e| {
-        let mut p = Problems::default();
-        p.push(path, format!("not valid TOML: {e}"));
-        p
-    })?;
-    let value = serde_json::to_value(doc).map_err(|e| {
-        let mut p = Problems::default();
-        p.push(path, e.to_string());
-        p
-    })?;
+    let value = toml_document(text, path)?;
     let items = value
         .get("provider")
         .and_then(Value::as_array)

@@ -11,6 +11,7 @@
 //! with settings inherited parent → child. The other strategy modes are validated
 //! but answered with a clear 400 until the routing engine executes them.
 
+mod config_cache;
 mod headers;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
+pub use config_cache::ConfigCache;
 pub use headers::{PortkeyHeader, header_str, metadata as headers_metadata};
 
 use crate::GatewayError;
@@ -51,9 +53,13 @@ pub struct Plan {
 }
 
 /// Decides the target for a request.
-pub fn plan(config: &ServerConfig, headers: &HeaderMap) -> Result<Plan, GatewayError> {
+pub fn plan(
+    config: &ServerConfig,
+    cache: &ConfigCache,
+    headers: &HeaderMap,
+) -> Result<Plan, GatewayError> {
     let routing = match header_str(headers, PortkeyHeader::Config)? {
-        Some(text) => Some(config_from_header(config, text)?),
+        Some(text) => Some(config_from_header(config, cache, text)?),
         None => config
             .default_config
             .as_ref()
@@ -67,13 +73,15 @@ pub fn plan(config: &ServerConfig, headers: &HeaderMap) -> Result<Plan, GatewayE
 
 fn config_from_header(
     config: &ServerConfig,
+    cache: &ConfigCache,
     text: &str,
 ) -> Result<Arc<RoutingConfig>, GatewayError> {
     let text = text.trim();
     if text.starts_with('{') {
-        routing::parse_json(text, &|slug| config.providers.contains(slug))
-            .map(Arc::new)
-            .map_err(GatewayError::InvalidConfig)
+        cache.get_or_parse(text, || {
+            routing::parse_json(text, &|slug| config.providers.contains(slug))
+                .map_err(GatewayError::InvalidConfig)
+        })
     } else {
         config.configs.get(text).cloned().ok_or_else(|| {
             GatewayError::invalid(
@@ -227,6 +235,7 @@ mod tests {
     fn headers_alone_name_provider_key_and_settings() {
         let plan = plan(
             &server(),
+            &ConfigCache::default(),
             &headers(&[
                 ("x-portkey-provider", "openai"),
                 ("authorization", "Bearer sk-1"),
@@ -272,7 +281,7 @@ mod tests {
             ),
         ];
         for (pairs, code) in cases {
-            let err = plan(&s, &headers(pairs)).expect_err(code);
+            let err = plan(&s, &ConfigCache::default(), &headers(pairs)).expect_err(code);
             assert_eq!(err.code(), code, "{pairs:?}: {err}");
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         }
@@ -285,6 +294,7 @@ mod tests {
             "targets":[{"provider":"azure-openai","resource_name":"r","override_params":{"model":"b"}}]}"#;
         let plan = plan(
             &server(),
+            &ConfigCache::default(),
             &headers(&[
                 ("x-portkey-config", &cfg.replace('\n', " ")),
                 ("x-portkey-provider", "groq"),
@@ -306,7 +316,12 @@ mod tests {
     #[test]
     fn named_and_default_configs() {
         let s = server();
-        let plan1 = plan(&s, &headers(&[("x-portkey-config", "named")])).expect("named");
+        let plan1 = plan(
+            &s,
+            &ConfigCache::default(),
+            &headers(&[("x-portkey-config", "named")]),
+        )
+        .expect("named");
         assert_eq!(plan1.target.provider.slug(), "groq");
         assert_eq!(
             plan1.target.api_key.as_ref().map(Secret::expose),
@@ -316,7 +331,7 @@ mod tests {
 
         let mut s = server();
         s.default_config = Some("named".into());
-        let plan2 = plan(&s, &HeaderMap::new()).expect("default");
+        let plan2 = plan(&s, &ConfigCache::default(), &HeaderMap::new()).expect("default");
         assert_eq!(plan2.target.override_params["model"], "llama");
     }
 }

@@ -26,6 +26,7 @@ use crate::GatewayError;
 use crate::config::ServerConfig;
 use crate::guardrails::Guardrails;
 use crate::providers::Endpoint;
+use crate::routing::ConfigCache;
 use crate::upstream::Upstream;
 
 /// Everything a request handler shares.
@@ -34,6 +35,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub upstream: Upstream,
     pub guardrails: Guardrails,
+    /// Parsed `x-portkey-config` headers.
+    pub configs: ConfigCache,
     pub started: Instant,
 }
 
@@ -46,6 +49,7 @@ impl AppState {
             config,
             upstream,
             guardrails: Guardrails::default(),
+            configs: ConfigCache::default(),
             started: Instant::now(),
         })
     }

@@ -59,7 +59,7 @@ async fn run(
     let (parts, body) = req.into_parts();
     let span = tracing::Span::current();
 
-    let plan = routing::plan(&state.config, &parts.headers)?;
+    let plan = routing::plan(&state.config, &state.configs, &parts.headers)?;
     let metadata = routing::headers_metadata(&parts.headers)?;
     let provider = plan.target.provider.clone();
     span.record("gen_ai.provider.name", provider.slug());
