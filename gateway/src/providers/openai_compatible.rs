@@ -5,7 +5,9 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::spec::fill;
+use std::collections::BTreeMap;
+
+use super::spec::{fill, template_vars};
 use super::{Auth, BodyKind, Call, Endpoint, Provider, ProviderSpec, UpstreamRequest};
 use crate::GatewayError;
 
@@ -17,6 +19,9 @@ pub struct OpenAiCompatible {
     spec: ProviderSpec,
     /// The base URL parsed once, when it has no `{var}` to fill.
     fixed_base: Option<url::Url>,
+    /// For every variable the templates use, the two request headers that may
+    /// carry it (built once, not per request).
+    var_headers: BTreeMap<String, [HeaderName; 2]>,
 }
 
 impl OpenAiCompatible {
@@ -27,7 +32,28 @@ impl OpenAiCompatible {
             .as_deref()
             .filter(|b| !b.contains('{'))
             .and_then(|b| url::Url::parse(b).ok());
-        Self { spec, fixed_base }
+        let templates = spec
+            .base_url
+            .iter()
+            .chain(spec.deployment_path.iter())
+            .chain(spec.query.values())
+            .chain(spec.headers.values());
+        let var_headers = templates
+            .flat_map(|t| template_vars(t))
+            .filter_map(|var| {
+                let suffix = spec.header_for(var);
+                let portkey =
+                    HeaderName::from_bytes(format!("x-portkey-{suffix}").as_bytes()).ok()?;
+                let sluice =
+                    HeaderName::from_bytes(format!("x-sluice-{suffix}").as_bytes()).ok()?;
+                Some((var.to_owned(), [portkey, sluice]))
+            })
+            .collect();
+        Self {
+            spec,
+            fixed_base,
+            var_headers,
+        }
     }
 
     /// The spec it runs on.
@@ -41,13 +67,15 @@ impl OpenAiCompatible {
         if let Some(Value::String(s)) = call.options.get(name) {
             return Some(s.clone());
         }
-        let suffix = self.spec.header_for(name);
-        ["x-portkey-", "x-sluice-"]
-            .iter()
-            .find_map(|prefix| {
+        self.var_headers
+            .get(name)
+            .into_iter()
+            .flatten()
+            .find_map(|header| {
                 call.client_headers
-                    .get(format!("{prefix}{suffix}").as_str())
-                    .and_then(|v| v.to_str().ok())
+                    .get(header)?
+                    .to_str()
+                    .ok()
                     .map(str::to_owned)
             })
             .or_else(|| self.spec.defaults.get(name).cloned())

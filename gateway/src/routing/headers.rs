@@ -36,27 +36,38 @@ impl PortkeyHeader {
         }
     }
 
-    /// The header names to look for, Portkey's first.
-    pub fn names(self) -> [&'static str; 2] {
-        match self {
-            Self::Provider => ["x-portkey-provider", "x-sluice-provider"],
-            Self::Config => ["x-portkey-config", "x-sluice-config"],
-            Self::CustomHost => ["x-portkey-custom-host", "x-sluice-custom-host"],
-            Self::ForwardHeaders => ["x-portkey-forward-headers", "x-sluice-forward-headers"],
-            Self::RequestTimeout => ["x-portkey-request-timeout", "x-sluice-request-timeout"],
-            Self::Metadata => ["x-portkey-metadata", "x-sluice-metadata"],
-            Self::TraceId => ["x-portkey-trace-id", "x-sluice-trace-id"],
-        }
+    /// The header names to look for, Portkey's first (built once: a lookup by
+    /// `&str` would parse and validate the name on every request).
+    pub fn names(self) -> &'static [HeaderName; 2] {
+        static NAMES: [[HeaderName; 2]; 7] = [
+            pair("x-portkey-provider", "x-sluice-provider"),
+            pair("x-portkey-config", "x-sluice-config"),
+            pair("x-portkey-custom-host", "x-sluice-custom-host"),
+            pair("x-portkey-forward-headers", "x-sluice-forward-headers"),
+            pair("x-portkey-request-timeout", "x-sluice-request-timeout"),
+            pair("x-portkey-metadata", "x-sluice-metadata"),
+            pair("x-portkey-trace-id", "x-sluice-trace-id"),
+        ];
+        &NAMES[self as usize]
     }
+}
+
+const fn pair(portkey: &'static str, sluice: &'static str) -> [HeaderName; 2] {
+    [
+        HeaderName::from_static(portkey),
+        HeaderName::from_static(sluice),
+    ]
 }
 
 /// The value of a Portkey header or its alias; a value that is not text is a 400.
 pub fn header_str(headers: &HeaderMap, which: PortkeyHeader) -> Result<Option<&str>, GatewayError> {
-    for prefix in ["x-portkey-", "x-sluice-"] {
-        let name = format!("{prefix}{}", which.suffix());
-        if let Some(v) = headers.get(name.as_str()) {
+    for name in which.names() {
+        if let Some(v) = headers.get(name) {
             return v.to_str().map(Some).map_err(|_| {
-                GatewayError::invalid(format!("`{name}` must be visible ASCII text"), Some(&name))
+                GatewayError::invalid(
+                    format!("`{name}` must be visible ASCII text"),
+                    Some(name.as_str()),
+                )
             });
         }
     }
@@ -166,13 +177,9 @@ mod tests {
             PortkeyHeader::Metadata,
             PortkeyHeader::TraceId,
         ] {
-            assert_eq!(
-                h.names(),
-                [
-                    format!("x-portkey-{}", h.suffix()),
-                    format!("x-sluice-{}", h.suffix())
-                ]
-            );
+            let [portkey, sluice] = h.names();
+            assert_eq!(portkey.as_str(), format!("x-portkey-{}", h.suffix()));
+            assert_eq!(sluice.as_str(), format!("x-sluice-{}", h.suffix()));
         }
     }
 

@@ -28,7 +28,10 @@ fn usable(id: &str) -> bool {
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let id: Arc<str> = match header_str(req.headers(), PortkeyHeader::TraceId) {
         Ok(Some(given)) if usable(given) => given.into(),
-        _ => uuid::Uuid::new_v4().to_string().into(),
+        _ => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
+        }
     };
     let span = tracing::info_span!(
         "request",

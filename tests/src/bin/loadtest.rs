@@ -120,14 +120,23 @@ async fn drive(url: &str, headers: &[(&str, &str)], concurrency: usize, seconds:
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
+    let (user, sys) = cpu_split(pid)?;
+    Ok(user + sys)
+}
+
+/// (utime, stime) of a process, in seconds.
+fn cpu_split(pid: u32) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
         .context("stat format")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks())
+    let ticks = clock_ticks();
+    Ok((
+        fields[11].parse::<f64>()? / ticks,
+        fields[12].parse::<f64>()? / ticks,
+    ))
 }
 
 fn clock_ticks() -> f64 {
@@ -205,11 +214,14 @@ fn main() -> Result<()> {
             let h0 = cpu_seconds(me)?;
             let direct = drive(&direct_url, &[], c, args.seconds).await;
             let direct_harness = (cpu_seconds(me)? - h0) / direct.requests.max(1) as f64 * 1e6;
-            let cpu0 = cpu_seconds(gw.pid())?;
+            let (user0, sys0) = cpu_split(gw.pid())?;
             let h0 = cpu_seconds(me)?;
             let through = drive(&gw_url, &headers, c, args.seconds).await;
             let through_harness = (cpu_seconds(me)? - h0) / through.requests.max(1) as f64 * 1e6;
-            let cpu = cpu_seconds(gw.pid())? - cpu0;
+            let (user1, sys1) = cpu_split(gw.pid())?;
+            let n = through.requests.max(1) as f64;
+            let (user, sys) = ((user1 - user0) / n * 1e6, (sys1 - sys0) / n * 1e6);
+            let cpu = (user1 - user0) + (sys1 - sys0);
             let (_, peak) = rss_mib(gw.pid())?;
             let per_req = cpu / through.requests.max(1) as f64 * 1e6;
             println!(
@@ -220,7 +232,7 @@ fn main() -> Result<()> {
                 direct.errors
             );
             println!(
-                "| {c} | gateway | {:.0} | {} | {} | {} | {per_req:.1} µs | {through_harness:.1} µs | {peak:.1} MiB |",
+                "| {c} | gateway | {:.0} | {} | {} | {} | {per_req:.1} µs ({user:.0} user + {sys:.0} sys) | {through_harness:.1} µs | {peak:.1} MiB |",
                 through.rps(),
                 ms(through.pct(0.5)),
                 ms(through.pct(0.99)),
