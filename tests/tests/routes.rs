@@ -26,10 +26,7 @@ async fn chat_is_forwarded_byte_for_byte_with_unknown_fields() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-portkey-provider"], "mock");
     assert!(res.headers().contains_key("x-portkey-trace-id"));
-    assert!(
-        !res.headers()
-            .contains_key("x-portkey-last-used-option-index")
-    );
+    assert_eq!(res.headers()["x-portkey-last-used-option-index"], "config");
     let json: Value = res.json().await.expect("json");
     assert_eq!(json, mock::chat_completion("gpt-x"));
 

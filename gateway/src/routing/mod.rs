@@ -47,9 +47,10 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub target: Target,
-    /// Portkey's `x-portkey-last-used-option-index` (`config.targets[1]`), when a
-    /// config was used.
-    pub option_path: Option<String>,
+    /// Portkey's `x-portkey-last-used-option-index`: the path of the target in
+    /// the config (`config`, `config.targets[1].targets[0]`). Plain headers are a
+    /// one-target config to Portkey, so they answer `config` too.
+    pub option_path: String,
 }
 
 /// Decides the target for a request.
@@ -115,7 +116,7 @@ fn plan_headers(config: &ServerConfig, headers: &HeaderMap) -> Result<Plan, Gate
             request_timeout: headers::request_timeout(headers)?,
             forward_headers: headers::forward_list(headers)?,
         },
-        option_path: None,
+        option_path: "config".to_owned(),
     })
 }
 
@@ -207,7 +208,7 @@ fn leaf(
             request_timeout,
             forward_headers,
         },
-        option_path: Some(path),
+        option_path: path,
     })
 }
 
@@ -251,7 +252,7 @@ mod tests {
         assert_eq!(t.custom_host.as_deref(), Some("http://127.0.0.1:9/v1"));
         assert_eq!(t.request_timeout, Some(Duration::from_millis(250)));
         assert_eq!(t.forward_headers, ["x-a", "x-b"]);
-        assert_eq!(plan.option_path, None);
+        assert_eq!(plan.option_path, "config");
     }
 
     #[test]
@@ -304,7 +305,7 @@ mod tests {
         .expect("plan");
         let t = plan.target;
         assert_eq!(t.provider.slug(), "azure-openai");
-        assert_eq!(plan.option_path.as_deref(), Some("config.targets[0]"));
+        assert_eq!(plan.option_path, "config.targets[0]");
         assert_eq!(t.override_params["model"], "b");
         assert_eq!(t.override_params["temperature"], 0);
         assert_eq!(t.request_timeout, Some(Duration::from_millis(100)));
@@ -327,7 +328,7 @@ mod tests {
             plan1.target.api_key.as_ref().map(Secret::expose),
             Some("gk")
         );
-        assert_eq!(plan1.option_path.as_deref(), Some("config"));
+        assert_eq!(plan1.option_path, "config");
 
         let mut s = server();
         s.default_config = Some("named".into());

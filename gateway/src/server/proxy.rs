@@ -258,11 +258,7 @@ fn with_routing_headers(mut response: Response, plan: &Plan) -> Response {
     if let Ok(v) = http::HeaderValue::from_str(plan.target.provider.slug()) {
         headers.insert("x-portkey-provider", v);
     }
-    if let Some(path) = plan
-        .option_path
-        .as_deref()
-        .and_then(|p| http::HeaderValue::from_str(p).ok())
-    {
+    if let Ok(path) = http::HeaderValue::from_str(&plan.option_path) {
         headers.insert("x-portkey-last-used-option-index", path);
     }
     response
