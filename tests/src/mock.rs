@@ -12,6 +12,8 @@
 //! | `fault:html=CODE`     | that status with an HTML body                        |
 //! | `fault:delay=MS`      | the normal answer after MS milliseconds              |
 //! | `fault:garbage`       | 200 with a body that is not JSON                     |
+//! | `fault:big=N`         | 200 with a JSON body padded by N bytes               |
+//! | `fault:bigchunked=N`  | the same, chunked, without a content-length          |
 //! | `fault:cut`           | a stream (or body) cut off mid-way                   |
 //! | `fault:slow`          | a stream of 5 chunks, 200 ms apart                   |
 //! | `fault:endless`       | a stream that never ends (one chunk per 100 ms)      |
@@ -169,6 +171,29 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|c| c.parse::<u64>().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = fault
+        .strip_prefix("big=")
+        .and_then(|c| c.parse::<usize>().ok())
+    {
+        return axum::Json(json!({"object": "chat.completion", "pad": "x".repeat(n)}))
+            .into_response();
+    }
+    if let Some(n) = fault
+        .strip_prefix("bigchunked=")
+        .and_then(|c| c.parse::<usize>().ok())
+    {
+        let text = json!({"object": "chat.completion", "pad": "x".repeat(n)})
+            .to_string()
+            .into_bytes();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = text
+            .chunks(16 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        return Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
     if fault == "garbage" {
         return (

@@ -350,3 +350,32 @@ async fn unknown_routes_and_methods_answer_in_openai_shape() {
     let json: Value = res.json().await.expect("json");
     assert_eq!(json["error"]["code"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn oversized_upstream_answers_are_refused_not_buffered() {
+    let (_mock, gw) = setup("[upstream]\nmax_response_bytes = 100000\n").await;
+    for (model, status) in [
+        ("fault:big=50000", 200),
+        ("fault:bigchunked=50000", 200),
+        ("fault:big=200000", 502),
+        ("fault:bigchunked=200000", 502),
+    ] {
+        let (got, json) = chat(&gw, MOCK, format!(r#"{{"model":"{model}"}}"#)).await;
+        assert_eq!(got, status, "{model}: {}", json["error"]);
+        if status == 200 {
+            assert_eq!(
+                json["pad"].as_str().map(str::len),
+                Some(50000),
+                "{model}: reassembled intact"
+            );
+        } else {
+            assert_eq!(json["error"]["code"], "upstream_invalid_response");
+            assert!(
+                json["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("max_response_bytes")
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@
 //!
 //! [upstream]
 //! connect_timeout_ms = 10000       # timeout_ms 600000 (-> 504), pool_idle_timeout_ms 90000,
-//!                                  # pool_max_idle_per_host 256
+//!                                  # pool_max_idle_per_host 256, max_response_bytes 128 MiB
 //! [ssrf]
 //! allow_loopback = true
 //! allow = ["10.1.0.0/16", "models.internal"]
@@ -55,6 +55,8 @@ pub struct UpstreamSettings {
     pub timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// The largest non-streamed answer the gateway will buffer (502 beyond).
+    pub max_response_bytes: usize,
 }
 
 /// The validated server config.
@@ -168,6 +170,7 @@ impl ServerConfig {
             timeout: Duration::from_secs(600),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
+            max_response_bytes: 128 * 1024 * 1024,
         };
         if let Some(s) = section(&mut p, "upstream") {
             let ms = |p: &mut Problems, key: &str, default: Duration| {
@@ -181,6 +184,7 @@ impl ServerConfig {
                     "timeout_ms",
                     "pool_idle_timeout_ms",
                     "pool_max_idle_per_host",
+                    "max_response_bytes",
                 ],
                 |_| false,
             );
@@ -188,6 +192,9 @@ impl ServerConfig {
             upstream.timeout = ms(&mut p, "timeout_ms", upstream.timeout);
             upstream.pool_idle_timeout =
                 ms(&mut p, "pool_idle_timeout_ms", upstream.pool_idle_timeout);
+            upstream.max_response_bytes = s
+                .uint(&mut p, "max_response_bytes", 1024, 1 << 32)
+                .map_or(upstream.max_response_bytes, |n| n as usize);
             upstream.pool_max_idle_per_host = s
                 .uint(&mut p, "pool_max_idle_per_host", 0, 65_536)
                 .map_or(upstream.pool_max_idle_per_host, |n| n as usize);

@@ -113,7 +113,15 @@ async fn run(
     .await
     .map_err(|_| deadline.error())??;
 
-    let response = relay::relay(response, provider.as_ref(), endpoint, stream, &deadline).await?;
+    let response = relay::relay(
+        response,
+        provider.as_ref(),
+        endpoint,
+        stream,
+        &deadline,
+        state.config.upstream.max_response_bytes,
+    )
+    .await?;
     Ok(with_routing_headers(response, &plan))
 }
 
