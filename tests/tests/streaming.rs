@@ -128,3 +128,66 @@ async fn binary_bodies_that_break_abort_the_response() {
         "a cut body must not look complete"
     );
 }
+
+/// An upstream that reads one request, never answers, and records whether the
+/// gateway closed the connection (what dropping an upstream call does).
+async fn hanging_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = closed.clone();
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(100), socket.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    (addr, closed)
+}
+
+/// Not only streams: hyper drops the handler when the client's connection closes,
+/// and with it the upstream call (this pins that behaviour down).
+#[tokio::test]
+async fn a_client_that_leaves_a_slow_request_cancels_it_upstream() {
+    let (addr, closed) = hanging_upstream().await;
+    let gw = Gateway::start(&format!(
+        "[[providers]]\nslug = \"hang\"\nbase_url = \"http://{addr}/v1\"\n"
+    ));
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(400))
+        .build()
+        .expect("client");
+    let err = impatient
+        .post(gw.at("/v1/chat/completions"))
+        .header("x-portkey-provider", "hang")
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .expect_err("the client gives up first");
+    assert!(err.is_timeout());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !closed.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        closed.load(std::sync::atomic::Ordering::SeqCst),
+        "the upstream call must end with the client"
+    );
+}
