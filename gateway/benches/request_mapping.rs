@@ -9,7 +9,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use sluice::config::ServerConfig;
-use sluice::providers::{Call, Endpoint, body};
+use sluice::providers::{Endpoint, body};
 use sluice::routing;
 
 const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur."}],"temperature":0.2,"max_tokens":64,"stream":false}"#;
@@ -62,18 +62,14 @@ fn mapping(c: &mut Criterion) {
     for (name, plan) in [("build/openai", plan), ("build/azure", azure)] {
         c.bench_function(name, |b| {
             b.iter(|| {
-                let call = Call {
-                    endpoint: Endpoint::Chat,
-                    method: Method::POST,
-                    api_key: plan.target.api_key.as_ref(),
-                    custom_host: plan.target.custom_host.as_deref(),
-                    options: &plan.target.options,
-                    client_headers: &plain,
-                    forward_headers: &plan.target.forward_headers,
-                    query: None,
-                    proxy_path: "",
-                    body: Bytes::from_static(BODY),
-                };
+                let call = plan.target.call(
+                    Endpoint::Chat,
+                    Method::POST,
+                    &plain,
+                    None,
+                    "",
+                    Bytes::from_static(BODY),
+                );
                 plan.target
                     .provider
                     .build_request(black_box(&call))

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use sluice::config::ServerConfig;
-use sluice::providers::{Call, Endpoint, body};
+use sluice::providers::{Endpoint, body};
 use sluice::routing::{self, ConfigCache};
 
 /// xorshift64*: deterministic, so a failure reproduces from its seed.
@@ -121,18 +121,14 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
         match routing::plan(&config, &cache, &headers) {
             Err(e) => assert!(e.status().is_client_error(), "round {round}: {e}"),
             Ok(plan) => {
-                let call = Call {
-                    endpoint: Endpoint::ALL[rng.below(Endpoint::ALL.len())],
-                    method: Method::POST,
-                    api_key: plan.target.api_key.as_ref(),
-                    custom_host: plan.target.custom_host.as_deref(),
-                    options: &plan.target.options,
-                    client_headers: &headers,
-                    forward_headers: &plan.target.forward_headers,
-                    query: None,
-                    proxy_path: "/x",
-                    body: Bytes::from(bytes.clone()),
-                };
+                let call = plan.target.call(
+                    Endpoint::ALL[rng.below(Endpoint::ALL.len())],
+                    Method::POST,
+                    &headers,
+                    None,
+                    "/x",
+                    Bytes::from(bytes.clone()),
+                );
                 match plan.target.provider.build_request(&call) {
                     Ok(req) => {
                         accepted += 1;

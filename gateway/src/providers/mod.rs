@@ -71,6 +71,18 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Whether it serves `endpoint`.
     fn supports(&self, endpoint: Endpoint) -> bool;
 
+    /// [`Provider::supports`] as the error a client gets when it does not.
+    fn require(&self, endpoint: Endpoint) -> Result<(), GatewayError> {
+        if self.supports(endpoint) {
+            Ok(())
+        } else {
+            Err(GatewayError::UnsupportedEndpoint {
+                provider: self.slug().to_owned(),
+                endpoint: endpoint.describe(),
+            })
+        }
+    }
+
     /// Builds the upstream request for a call.
     fn build_request(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError>;
 

@@ -56,11 +56,6 @@ impl OpenAiCompatible {
         }
     }
 
-    /// The spec it runs on.
-    pub fn spec(&self) -> &ProviderSpec {
-        &self.spec
-    }
-
     /// A variable's value: config target option, then `x-portkey-`/`x-sluice-`
     /// header, then the catalog default.
     fn var(&self, call: &Call<'_>, name: &str) -> Option<String> {
@@ -230,12 +225,7 @@ impl Provider for OpenAiCompatible {
     }
 
     fn build_request(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
-        if !self.supports(call.endpoint) {
-            return Err(GatewayError::UnsupportedEndpoint {
-                provider: self.spec.slug.clone(),
-                endpoint: call.endpoint.describe(),
-            });
-        }
+        self.require(call.endpoint)?;
         Ok(UpstreamRequest {
             method: call.method.clone(),
             url: self.url(call)?,

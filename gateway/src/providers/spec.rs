@@ -63,24 +63,6 @@ impl ProviderSpec {
         self.endpoints.contains(&endpoint)
     }
 
-    /// Variables that must have a value for a URL to be built.
-    pub fn required_vars(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let sources = self
-            .base_url
-            .iter()
-            .chain(self.deployment_path.iter())
-            .chain(self.query.values());
-        for template in sources {
-            for var in template_vars(template) {
-                if !self.defaults.contains_key(var) && !out.iter().any(|v| v == var) {
-                    out.push(var.to_owned());
-                }
-            }
-        }
-        out
-    }
-
     /// The request header suffix that carries `var`.
     pub fn header_for(&self, var: &str) -> String {
         self.vars
@@ -244,7 +226,6 @@ mod tests {
             Auth::Header(http::HeaderName::from_static("api-key"))
         );
         assert!(spec.supports(Endpoint::Chat) && !spec.supports(Endpoint::Embeddings));
-        assert_eq!(spec.required_vars(), ["r", "d"]);
         assert_eq!(spec.header_for("r"), "azure-resource-name");
         assert_eq!(spec.header_for("d_x"), "d-x");
 

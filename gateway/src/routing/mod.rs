@@ -17,7 +17,8 @@ mod headers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Map, Value};
 
 pub use config_cache::ConfigCache;
@@ -26,7 +27,7 @@ pub use headers::{PortkeyHeader, header_str, metadata as headers_metadata};
 use crate::GatewayError;
 use crate::config::routing::{Inherited, Node};
 use crate::config::{RoutingConfig, Secret, ServerConfig, routing};
-use crate::providers::Provider;
+use crate::providers::{Call, Endpoint, Provider};
 
 /// One provider call, with everything resolved.
 #[derive(Debug, Clone)]
@@ -41,6 +42,33 @@ pub struct Target {
     pub override_params: Map<String, Value>,
     pub request_timeout: Option<Duration>,
     pub forward_headers: Vec<HeaderName>,
+}
+
+impl Target {
+    /// The provider call for this target: its key, host and settings, with the
+    /// request's own parts.
+    pub fn call<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        method: Method,
+        client_headers: &'a HeaderMap,
+        query: Option<&'a str>,
+        proxy_path: &'a str,
+        body: Bytes,
+    ) -> Call<'a> {
+        Call {
+            endpoint,
+            method,
+            api_key: self.api_key.as_ref(),
+            custom_host: self.custom_host.as_deref(),
+            options: &self.options,
+            client_headers,
+            forward_headers: &self.forward_headers,
+            query,
+            proxy_path,
+            body,
+        }
+    }
 }
 
 /// What routing decided for a request.

@@ -25,7 +25,7 @@ use super::relay;
 use super::{AppState, RequestInfo};
 use crate::GatewayError;
 use crate::guardrails::{HookContext, Outcome};
-use crate::providers::{BodyKind, Call, Endpoint, body};
+use crate::providers::{BodyKind, Endpoint, body};
 use crate::routing::{self, Plan};
 
 /// The axum handler for every proxied route.
@@ -63,12 +63,8 @@ async fn run(
     let metadata = routing::headers_metadata(&parts.headers)?;
     let provider = plan.target.provider.clone();
     span.record("gen_ai.provider.name", provider.slug());
-    if !provider.supports(endpoint) {
-        return Err(GatewayError::UnsupportedEndpoint {
-            provider: provider.slug().to_owned(),
-            endpoint: endpoint.describe(),
-        });
-    }
+    // Before the body is read: a wrong route must not cost a large upload.
+    provider.require(endpoint)?;
 
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
     let ctx = HookContext {
@@ -83,18 +79,14 @@ async fn run(
     };
 
     let path = parts.uri.path();
-    let call = Call {
+    let call = plan.target.call(
         endpoint,
-        method: parts.method.clone(),
-        api_key: plan.target.api_key.as_ref(),
-        custom_host: plan.target.custom_host.as_deref(),
-        options: &plan.target.options,
-        client_headers: &parts.headers,
-        forward_headers: &plan.target.forward_headers,
-        query: parts.uri.query(),
-        proxy_path: path.strip_prefix("/v1").unwrap_or(path),
+        parts.method.clone(),
+        &parts.headers,
+        parts.uri.query(),
+        path.strip_prefix("/v1").unwrap_or(path),
         body,
-    };
+    );
     let upstream_req = provider.build_request(&call)?;
 
     let deadline = Deadline::new(

@@ -25,7 +25,7 @@ use crate::upstream::{describe, strip_hop_by_hop};
 
 /// Turns the upstream response into the client's.
 pub async fn relay(
-    upstream: reqwest::Response,
+    mut upstream: reqwest::Response,
     provider: &dyn Provider,
     endpoint: Endpoint,
     stream: bool,
@@ -33,7 +33,8 @@ pub async fn relay(
     max_bytes: usize,
 ) -> Result<Response, GatewayError> {
     let status = upstream.status();
-    let mut headers = upstream.headers().clone();
+    // Taken, not cloned: the body is all that is read from `upstream` after this.
+    let mut headers = std::mem::take(upstream.headers_mut());
     strip_hop_by_hop(&mut headers);
     headers.remove(CONTENT_LENGTH);
 

@@ -49,11 +49,6 @@ impl Upstream {
         })
     }
 
-    /// The policy for custom hosts.
-    pub fn policy(&self) -> &SsrfPolicy {
-        &self.policy
-    }
-
     /// Sends a request. `custom_host` selects the guarded client, after the
     /// checks that need no DNS.
     pub async fn send(
