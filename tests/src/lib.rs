@@ -26,3 +26,13 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap_or_else(|e| panic!("client: {e}"))
 }
+
+/// A mock upstream and a gateway whose provider `mock` points at it, with
+/// `extra` server config (see [`config_with_mock`]).
+pub async fn gateway_with_mock(extra: &str) -> (MockUpstream, Gateway) {
+    let mock = MockUpstream::start()
+        .await
+        .unwrap_or_else(|e| panic!("mock upstream: {e}"));
+    let gw = Gateway::start(&config_with_mock(&mock, extra));
+    (mock, gw)
+}

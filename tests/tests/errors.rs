@@ -2,13 +2,7 @@
 //! nothing sent upstream when the request itself is wrong.
 
 use serde_json::{Value, json};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock};
-
-async fn setup(extra: &str) -> (MockUpstream, Gateway) {
-    let mock = MockUpstream::start().await.expect("mock");
-    let gw = Gateway::start(&config_with_mock(&mock, extra));
-    (mock, gw)
-}
+use sluice_tests::{Gateway, client, gateway_with_mock};
 
 /// Sends a chat request and returns (status, error object).
 async fn chat(
@@ -43,7 +37,7 @@ const MOCK: &[(&str, &str)] = &[("x-portkey-provider", "mock")];
 
 #[tokio::test]
 async fn request_errors_are_400s_and_never_reach_the_upstream() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     // (headers, body, expected code, a phrase the message must contain)
     type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str, &'a str);
     let cases: Vec<Case<'_>> = vec![
@@ -163,7 +157,7 @@ async fn unsupported_endpoints_name_the_provider() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413_whether_declared_or_streamed() {
-    let (mock, gw) = setup("[server]\nmax_body_bytes = 2048\n").await;
+    let (mock, gw) = gateway_with_mock("[server]\nmax_body_bytes = 2048\n").await;
     let big = format!(
         r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(4096)
@@ -209,7 +203,7 @@ async fn an_unreachable_upstream_is_a_502() {
 
 #[tokio::test]
 async fn timeouts_are_408_for_the_callers_limit_and_504_for_the_servers() {
-    let (_mock, gw) = setup("[upstream]\ntimeout_ms = 400\n").await;
+    let (_mock, gw) = gateway_with_mock("[upstream]\ntimeout_ms = 400\n").await;
     let (status, json) = chat(
         &gw,
         &[
@@ -244,7 +238,7 @@ async fn timeouts_are_408_for_the_callers_limit_and_504_for_the_servers() {
 
 #[tokio::test]
 async fn upstream_errors_pass_through_and_garbage_is_a_502() {
-    let (_mock, gw) = setup("").await;
+    let (_mock, gw) = gateway_with_mock("").await;
     for code in [400u16, 401, 429, 500, 503] {
         let (status, json) = chat(&gw, MOCK, format!(r#"{{"model":"fault:status={code}"}}"#)).await;
         assert_eq!(status, code);
@@ -271,7 +265,7 @@ async fn upstream_errors_pass_through_and_garbage_is_a_502() {
 
 #[tokio::test]
 async fn custom_hosts_are_checked_against_ssrf() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     for host in [
         "http://10.0.0.1/v1",
         "http://169.254.169.254/latest",
@@ -310,7 +304,7 @@ async fn custom_hosts_are_checked_against_ssrf() {
 
 #[tokio::test]
 async fn loopback_can_be_refused_and_names_are_checked_after_resolution() {
-    let (mock, gw) = setup("[ssrf]\nallow_loopback = false\n").await;
+    let (mock, gw) = gateway_with_mock("[ssrf]\nallow_loopback = false\n").await;
     for host in [
         mock.url("/v1"),
         format!("http://localhost:{}/v1", mock.addr.port()),
@@ -353,7 +347,7 @@ async fn unknown_routes_and_methods_answer_in_openai_shape() {
 
 #[tokio::test]
 async fn oversized_upstream_answers_are_refused_not_buffered() {
-    let (_mock, gw) = setup("[upstream]\nmax_response_bytes = 100000\n").await;
+    let (_mock, gw) = gateway_with_mock("[upstream]\nmax_response_bytes = 100000\n").await;
     for (model, status) in [
         ("fault:big=50000", 200),
         ("fault:bigchunked=50000", 200),

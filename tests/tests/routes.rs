@@ -1,17 +1,11 @@
 //! Every route through the real binary to a mock upstream, and Portkey's headers.
 
 use serde_json::{Value, json};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock, mock};
-
-async fn setup(extra: &str) -> (MockUpstream, Gateway) {
-    let mock = MockUpstream::start().await.expect("mock");
-    let gw = Gateway::start(&config_with_mock(&mock, extra));
-    (mock, gw)
-}
+use sluice_tests::{Gateway, MockUpstream, client, config_with_mock, gateway_with_mock, mock};
 
 #[tokio::test]
 async fn chat_is_forwarded_byte_for_byte_with_unknown_fields() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     let body = r#"{"model":"gpt-x","messages":[{"role":"user","content":"hi"}],"future_param":{"nested":[1,2]},"temperature":0.2}"#;
     let res = client()
         .post(gw.at("/v1/chat/completions"))
@@ -50,7 +44,7 @@ async fn chat_is_forwarded_byte_for_byte_with_unknown_fields() {
 
 #[tokio::test]
 async fn every_json_route_reaches_its_upstream_path() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     let cases = [
         (
             "/v1/completions",
@@ -92,7 +86,7 @@ async fn every_json_route_reaches_its_upstream_path() {
 
 #[tokio::test]
 async fn speech_returns_the_binary_body_intact() {
-    let (_mock, gw) = setup("").await;
+    let (_mock, gw) = gateway_with_mock("").await;
     let res = client()
         .post(gw.at("/v1/audio/speech"))
         .header("x-portkey-provider", "mock")
@@ -110,7 +104,7 @@ async fn speech_returns_the_binary_body_intact() {
 
 #[tokio::test]
 async fn audio_uploads_are_forwarded_as_sent() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     for path in ["/v1/audio/transcriptions", "/v1/audio/translations"] {
         let audio: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 256) as u8).collect();
         let form = reqwest::multipart::Form::new()
@@ -145,7 +139,7 @@ async fn audio_uploads_are_forwarded_as_sent() {
 
 #[tokio::test]
 async fn a_json_body_on_an_upload_route_is_refused() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     let res = client()
         .post(gw.at("/v1/audio/transcriptions"))
         .header("x-portkey-provider", "mock")
@@ -161,7 +155,7 @@ async fn a_json_body_on_an_upload_route_is_refused() {
 
 #[tokio::test]
 async fn models_and_arbitrary_v1_paths_are_forwarded() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     let res = client()
         .get(gw.at("/v1/models"))
         .header("x-portkey-provider", "mock")
@@ -232,7 +226,7 @@ async fn custom_hosts_and_sluice_aliases_work_without_a_config() {
 
 #[tokio::test]
 async fn a_config_header_sets_target_overrides_and_forwarded_headers() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     let config = json!({
         "strategy": {"mode": "single"},
         "override_params": {"model": "from-parent", "max_tokens": 7},
@@ -295,7 +289,7 @@ async fn named_and_default_configs_from_the_server_file() {
 
 #[tokio::test]
 async fn azure_openai_uses_deployment_urls_and_the_api_key_header() {
-    let (mock, gw) = setup("").await;
+    let (mock, gw) = gateway_with_mock("").await;
     let config = json!({"provider": "azure-openai", "api_key": "az-secret", "custom_host": mock.url("/openai"),
                         "resource_name": "res", "deployment_id": "gpt4o-dep", "api_version": "2024-06-01"});
     let res = client()
@@ -332,7 +326,7 @@ async fn azure_openai_uses_deployment_urls_and_the_api_key_header() {
 
 #[tokio::test]
 async fn trace_ids_are_echoed_or_generated() {
-    let (_mock, gw) = setup("").await;
+    let (_mock, gw) = gateway_with_mock("").await;
     let res = client()
         .get(gw.at("/health"))
         .header("x-portkey-trace-id", "trace-abc-123")

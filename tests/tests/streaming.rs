@@ -5,13 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock, mock};
-
-async fn setup() -> (MockUpstream, Gateway) {
-    let mock = MockUpstream::start().await.expect("mock");
-    let gw = Gateway::start(&config_with_mock(&mock, ""));
-    (mock, gw)
-}
+use sluice_tests::{Gateway, client, gateway_with_mock, mock};
 
 async fn stream(gw: &Gateway, model: &str) -> reqwest::Response {
     client()
@@ -25,7 +19,7 @@ async fn stream(gw: &Gateway, model: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn a_stream_arrives_exactly_as_sent_with_done() {
-    let (_mock, gw) = setup().await;
+    let (_mock, gw) = gateway_with_mock("").await;
     let res = stream(&gw, "m").await;
     assert_eq!(res.status(), 200);
     assert!(
@@ -42,7 +36,7 @@ async fn a_stream_arrives_exactly_as_sent_with_done() {
 
 #[tokio::test]
 async fn events_are_forwarded_as_they_arrive_not_buffered() {
-    let (_mock, gw) = setup().await;
+    let (_mock, gw) = gateway_with_mock("").await;
     let started = Instant::now();
     let res = stream(&gw, "fault:slow").await;
     let mut body = res.bytes_stream();
@@ -72,7 +66,7 @@ async fn events_are_forwarded_as_they_arrive_not_buffered() {
 
 #[tokio::test]
 async fn a_broken_stream_ends_with_an_error_event() {
-    let (_mock, gw) = setup().await;
+    let (_mock, gw) = gateway_with_mock("").await;
     let text = stream(&gw, "fault:cut").await.text().await.expect("body");
     let events = mock::stream_events("fault:cut", 4);
     assert!(text.starts_with(&events[..2].concat()), "{text}");
@@ -85,7 +79,7 @@ async fn a_broken_stream_ends_with_an_error_event() {
 
 #[tokio::test]
 async fn failures_before_the_first_byte_are_plain_errors() {
-    let (_mock, gw) = setup().await;
+    let (_mock, gw) = gateway_with_mock("").await;
     let res = stream(&gw, "fault:status=503").await;
     assert_eq!(res.status(), 503);
     let json: Value = res.json().await.expect("json");
@@ -94,7 +88,7 @@ async fn failures_before_the_first_byte_are_plain_errors() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_cancels_the_upstream_stream() {
-    let (mock, gw) = setup().await;
+    let (mock, gw) = gateway_with_mock("").await;
     let res = stream(&gw, "fault:endless").await;
     let mut body = res.bytes_stream();
     let first = body.next().await.expect("a first chunk").expect("chunk");
@@ -114,7 +108,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn binary_bodies_that_break_abort_the_response() {
-    let (_mock, gw) = setup().await;
+    let (_mock, gw) = gateway_with_mock("").await;
     let res = client()
         .post(gw.at("/v1/audio/speech"))
         .header("x-portkey-provider", "mock")
