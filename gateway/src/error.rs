@@ -11,6 +11,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::config::Problems;
+use crate::plugins::PluginError;
 
 /// An error that ends a request with an answer from the gateway itself.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub enum GatewayError {
     #[error("upstream `{provider}` returned an invalid response: {detail}")]
     UpstreamGarbage { provider: String, detail: String },
     /// A bug or an impossible state; the message is safe to show.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugins::PluginError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -105,6 +108,7 @@ impl GatewayError {
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Plugin(e) => plugin_status(e),
         }
     }
 
@@ -115,6 +119,14 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. } | Self::UpstreamGarbage { .. } | Self::Internal(_) => {
                 "api_error"
             }
+            Self::Plugin(PluginError::Upstream { .. }) => "api_error",
+            Self::Plugin(PluginError::Timeout { .. }) => "timeout_error",
+            Self::Plugin(
+                PluginError::NotLoaded(_)
+                | PluginError::WrongKind { .. }
+                | PluginError::InvalidConfig { .. },
+            ) => "invalid_request_error",
+            Self::Plugin(_) => "api_error",
             _ => "invalid_request_error",
         }
     }
@@ -139,6 +151,17 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamGarbage { .. } => "upstream_invalid_response",
             Self::Internal(_) => "internal_error",
+            Self::Plugin(e) => match e {
+                PluginError::Load { .. }
+                | PluginError::Instantiate { .. }
+                | PluginError::Unavailable(_) => "plugin_unavailable",
+                PluginError::Trap { .. } | PluginError::Failed { .. } => "plugin_failed",
+                PluginError::Timeout { .. } => "plugin_timeout",
+                PluginError::InvalidConfig { .. } => "invalid_config",
+                PluginError::Upstream { .. } => "upstream_error",
+                PluginError::NotLoaded(_) => "unknown_plugin",
+                PluginError::WrongKind { .. } => "wrong_plugin_kind",
+            },
         }
     }
 
@@ -173,6 +196,23 @@ impl GatewayError {
 }
 
 /// Builds `{"error":{"message","type","param","code"}}`.
+fn plugin_status(e: &PluginError) -> StatusCode {
+    match e {
+        PluginError::NotLoaded(_)
+        | PluginError::WrongKind { .. }
+        | PluginError::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
+        PluginError::Upstream { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
+        PluginError::Load { .. }
+        | PluginError::Instantiate { .. }
+        | PluginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        PluginError::Trap { .. } | PluginError::Failed { .. } | PluginError::Timeout { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 pub fn openai_error(
     message: &str,
     error_type: &str,

@@ -50,6 +50,56 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work with plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List built-in and directory plugins: kind, version, limits, status.
+    List {
+        /// Server config (for the plugins directory and limits).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Plugins directory (default: the config's, else ./plugins).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load one component, check it, and print what describe() says.
+    Check {
+        file: PathBuf,
+        /// A configuration (JSON) to validate with the plugin.
+        #[arg(long)]
+        with_config: Option<String>,
+    },
+    /// Write a new Rust plugin crate that depends on the SDK.
+    New {
+        name: String,
+        #[arg(long, value_parser = ["guardrail", "provider", "router"])]
+        kind: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Turn a core WebAssembly module (C, Zig, AssemblyScript, ...) into a
+    /// component of one of Sluice's worlds.
+    Componentize {
+        module: PathBuf,
+        #[arg(long, value_parser = ["guardrail", "provider", "router"])]
+        world: String,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// WASI preview1 adapter (reactor) for modules that import
+        /// `wasi_snapshot_preview1`.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,6 +107,8 @@ enum ConfigCommand {
     /// Validate a server config; print every problem with its path (exit 1 on any).
     Check { file: PathBuf },
 }
+
+mod cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -70,6 +122,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Ok(check(&file)),
+        Command::Plugins { command } => cli::plugins(command),
     };
     match result {
         Ok(code) => code,
@@ -132,6 +185,31 @@ fn serve(
     }
     sluice::telemetry::init(config.log_format, &config.log_level).map_err(anyhow::Error::msg)?;
 
+    // Plugins load before the first request: compiling is CPU-heavy and runs
+    // here, never on the request workers (reloads run on the watcher's thread).
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the set-up runtime")?;
+    let (plugins, errors) = setup
+        .block_on(sluice::plugins::host::open(
+            &config.plugins,
+            &config.plugins_dir,
+        ))
+        .map_err(anyhow::Error::msg)?;
+    for e in &errors {
+        tracing::warn!(error = %e, "plugin not loaded");
+    }
+    let mut problems = Vec::new();
+    for (name, routing) in &config.configs {
+        problems
+            .extend(setup.block_on(sluice::plugins::host::check_config(&plugins, name, routing)));
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("invalid config:\n  {}", problems.join("\n  "));
+    }
+    let _watcher = sluice::plugins::host::watch(&config.plugins, &plugins);
+
     let addr = SocketAddr::new(config.host, config.port);
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -144,11 +222,16 @@ fn serve(
         %bound,
         workers,
         providers = config.providers.slugs().count(),
-        "{}",
-        sluice::plugins::describe_dir(&config.plugins_dir)
+        plugins = plugins.list().len(),
+        plugins_dir = %config.plugins_dir.display(),
+        "serving"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut running = Workers::start(Arc::new(config), listeners, stopped)?;
+    let shared = server::Shared {
+        plugins,
+        health: Arc::default(),
+    };
+    let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");
 
     // The main thread only waits for a signal (or a worker that stopped early).

@@ -18,7 +18,9 @@ use super::Secret;
 use super::reader::{Obj, Problems, join};
 
 /// Strategy modes Portkey defines.
-pub const MODES: &[&str] = &["single", "fallback", "loadbalance", "conditional"];
+/// Portkey's modes, plus `router`: a router plugin orders the targets
+/// (`strategy: {"mode": "router", "router": "latency-router", "parameters": {...}}`).
+pub const MODES: &[&str] = &["single", "fallback", "loadbalance", "conditional", "router"];
 
 const NODE_FIELDS: &[&str] = &[
     "strategy",
@@ -123,6 +125,9 @@ pub struct Strategy {
     pub on_status_codes: Option<Vec<u16>>,
     pub conditions: Vec<Condition>,
     pub default: Option<String>,
+    /// For `router`: the router plugin's name and its parameters.
+    pub router: Option<String>,
+    pub parameters: Option<Value>,
 }
 
 /// One rule of a conditional strategy.
@@ -297,7 +302,14 @@ fn strategy(p: &mut Problems, path: &str, value: &Value) -> Option<Strategy> {
     let o = Obj::new(p, path, value)?;
     o.deny_unknown(
         p,
-        &["mode", "on_status_codes", "conditions", "default"],
+        &[
+            "mode",
+            "on_status_codes",
+            "conditions",
+            "default",
+            "router",
+            "parameters",
+        ],
         |_| false,
     );
     let mode = match o.get("mode") {
@@ -333,11 +345,21 @@ fn strategy(p: &mut Problems, path: &str, value: &Value) -> Option<Strategy> {
     if mode == Some("conditional") && o.get("conditions").is_none() {
         p.push(&conditions_path, "required when mode is `conditional`");
     }
+    let router = o.str(p, "router");
+    if mode == Some("router") && router.is_none() && o.get("router").is_none() {
+        p.push(
+            &o.path_of("router"),
+            "required when mode is `router`: the name of a router plugin",
+        );
+    }
+    let parameters = o.object(p, "parameters").map(Value::Object);
     Some(Strategy {
         mode: mode?,
         on_status_codes: o.status_list(p, "on_status_codes"),
         conditions,
         default: o.str(p, "default"),
+        router,
+        parameters,
     })
 }
 

@@ -19,6 +19,9 @@
 //! allow_loopback = true
 //! allow = ["10.1.0.0/16", "models.internal"]
 //!
+//! [plugins]                      # see config/plugins.rs: cache, watch, limits
+//! watch = true
+//!
 //! [[providers]]                    # same fields as the built-in catalog
 //! slug = "my-vllm"
 //! base_url = "http://10.1.0.5:8000/v1"
@@ -69,6 +72,7 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub plugins_dir: PathBuf,
+    pub plugins: super::plugins::PluginSettings,
     pub log_format: LogFormat,
     pub log_level: String,
     pub upstream: UpstreamSettings,
@@ -108,6 +112,7 @@ impl ServerConfig {
                 "providers",
                 "configs",
                 "default_config",
+                "plugins",
             ],
             |_| false,
         );
@@ -228,10 +233,21 @@ impl ServerConfig {
             }
         };
 
+        let plugins = super::plugins::parse(&mut p, root.get("plugins"));
+        // A target's provider is a catalog provider or a provider plugin: a
+        // built-in or a file in the plugins directory (its kind is checked when
+        // the plugin is loaded; its configuration when the config is).
+        let known = |slug: &str| {
+            providers.contains(slug)
+                || crate::plugins::builtin::BUILTINS
+                    .iter()
+                    .any(|(n, _)| *n == slug)
+                || plugins_dir.join(format!("{slug}.wasm")).is_file()
+        };
         let mut configs = BTreeMap::new();
         if let Some(table) = root.object(&mut p, "configs") {
             for (name, value) in table {
-                match routing::validate(&value, &|slug| providers.contains(slug)) {
+                match routing::validate(&value, &known) {
                     Ok(c) => {
                         configs.insert(name, Arc::new(c));
                     }
@@ -259,6 +275,7 @@ impl ServerConfig {
             max_body_bytes,
             shutdown_grace,
             plugins_dir,
+            plugins,
             log_format,
             log_level,
             upstream,

@@ -12,6 +12,7 @@ pub mod body;
 mod endpoint;
 mod openai_compatible;
 mod spec;
+mod wasm;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde_json::{Map, Value};
 pub use endpoint::{BodyKind, Endpoint};
 pub use openai_compatible::OpenAiCompatible;
 pub use spec::{Auth, ProviderSpec};
+pub use wasm::WasmProvider;
 
 use crate::GatewayError;
 use crate::config::Secret;
@@ -84,13 +86,48 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     }
 
     /// Builds the upstream request for a call.
-    fn build_request(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError>;
+    fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest>;
 
-    /// Maps a complete, successful upstream body to the unified shape.
+    /// Maps a complete upstream answer to the unified shape: a 2xx body, or
+    /// (when [`Provider::maps_errors`]) an error answer into the error to return.
     /// The identity for providers of the OpenAI wire format.
-    fn map_response(&self, _endpoint: Endpoint, body: Bytes) -> Result<Bytes, GatewayError> {
-        Ok(body)
+    fn map_response<'a>(
+        &'a self,
+        _endpoint: Endpoint,
+        _status: http::StatusCode,
+        body: Bytes,
+    ) -> ProviderFuture<'a, Bytes> {
+        Box::pin(std::future::ready(Ok(body)))
     }
+
+    /// Whether error answers go through [`Provider::map_response`] too (adapters
+    /// that know their upstream's error shape). Otherwise a JSON error answer is
+    /// passed through and any other is wrapped in OpenAI's shape.
+    fn maps_errors(&self) -> bool {
+        false
+    }
+
+    /// A translator for a streamed 2xx answer into OpenAI's SSE chunks; `None`
+    /// passes the upstream's SSE through as it is.
+    fn stream_translator<'a>(
+        &'a self,
+        _endpoint: Endpoint,
+        _model: Option<String>,
+    ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+}
+
+/// A boxed future, so providers can be trait objects.
+pub type ProviderFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, GatewayError>> + Send + 'a>>;
+
+/// Translates one streamed answer: upstream bytes in (split anywhere), OpenAI
+/// chunk JSON texts out.
+pub trait ChunkTranslator: Send {
+    fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>>;
+    /// The stream ended.
+    fn finish(self: Box<Self>) -> ProviderFuture<'static, Vec<String>>;
 }
 
 /// The providers the gateway knows, by slug.

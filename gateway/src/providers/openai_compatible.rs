@@ -8,7 +8,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use super::spec::{fill, template_vars};
-use super::{Auth, BodyKind, Call, Endpoint, Provider, ProviderSpec, UpstreamRequest};
+use super::{
+    Auth, BodyKind, Call, Endpoint, Provider, ProviderFuture, ProviderSpec, UpstreamRequest,
+};
 use crate::GatewayError;
 
 const UA: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
@@ -224,7 +226,14 @@ impl Provider for OpenAiCompatible {
         self.spec.supports(endpoint)
     }
 
-    fn build_request(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
+    fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
+        Box::pin(std::future::ready(self.build(call)))
+    }
+}
+
+impl OpenAiCompatible {
+    /// The upstream request: the body as it is, the provider's URL and auth.
+    pub fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
         self.require(call.endpoint)?;
         Ok(UpstreamRequest {
             method: call.method.clone(),
@@ -278,7 +287,7 @@ mod tests {
         let headers = HeaderMap::new();
         let options = Map::new();
         let req = provider("openai")
-            .build_request(&call(Endpoint::Chat, Some(&key), &headers, &options))
+            .build(&call(Endpoint::Chat, Some(&key), &headers, &options))
             .expect("request");
         assert_eq!(
             req.url.as_str(),
@@ -304,7 +313,7 @@ mod tests {
         );
         let options = Map::new();
         let req = provider("azure-openai")
-            .build_request(&call(Endpoint::Embeddings, Some(&key), &headers, &options))
+            .build(&call(Endpoint::Embeddings, Some(&key), &headers, &options))
             .expect("request");
         assert_eq!(
             req.url.as_str(),
@@ -318,7 +327,7 @@ mod tests {
         options.insert("deployment_id".into(), "dep".into());
         options.insert("api_version".into(), "2025-01-01".into());
         let req = provider("azure-openai")
-            .build_request(&call(
+            .build(&call(
                 Endpoint::Models,
                 Some(&key),
                 &HeaderMap::new(),
@@ -336,7 +345,7 @@ mod tests {
         let headers = HeaderMap::new();
         let options = Map::new();
         let err = provider("azure-openai")
-            .build_request(&call(Endpoint::Chat, None, &headers, &options))
+            .build(&call(Endpoint::Chat, None, &headers, &options))
             .expect_err("missing resource");
         assert!(
             err.to_string().contains("x-portkey-azure-resource-name"),
@@ -353,7 +362,7 @@ mod tests {
             HeaderValue::from_static("d"),
         );
         let err = provider("azure-openai")
-            .build_request(&call(Endpoint::Chat, None, &headers, &options))
+            .build(&call(Endpoint::Chat, None, &headers, &options))
             .expect_err("unsafe host part");
         assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     }
@@ -366,9 +375,7 @@ mod tests {
         c.custom_host = Some("http://127.0.0.1:8000/v1/");
         c.proxy_path = "/files/abc";
         c.query = Some("limit=2&order=asc");
-        let req = provider("openai-compatible")
-            .build_request(&c)
-            .expect("request");
+        let req = provider("openai-compatible").build(&c).expect("request");
         assert_eq!(
             req.url.as_str(),
             "http://127.0.0.1:8000/v1/files/abc?limit=2&order=asc"
@@ -376,7 +383,7 @@ mod tests {
 
         let c = call(Endpoint::Chat, None, &headers, &options);
         let err = provider("openai-compatible")
-            .build_request(&c)
+            .build(&c)
             .expect_err("needs a host");
         assert!(err.to_string().contains("custom host"), "{err}");
     }
@@ -388,14 +395,14 @@ mod tests {
         headers.insert("x-not-me", HeaderValue::from_static("2"));
         let options = Map::new();
         let err = provider("perplexity-ai")
-            .build_request(&call(Endpoint::Embeddings, None, &headers, &options))
+            .build(&call(Endpoint::Embeddings, None, &headers, &options))
             .expect_err("unsupported");
         assert!(err.to_string().contains("perplexity-ai"));
 
         let forward = [HeaderName::from_static("x-trace-me")];
         let mut c = call(Endpoint::Chat, None, &headers, &options);
         c.forward_headers = &forward;
-        let req = provider("groq").build_request(&c).expect("request");
+        let req = provider("groq").build(&c).expect("request");
         assert_eq!(req.headers["x-trace-me"], "1");
         assert!(!req.headers.contains_key("x-not-me"));
     }

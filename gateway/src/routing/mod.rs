@@ -13,6 +13,7 @@
 
 mod config_cache;
 mod headers;
+mod health;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +24,13 @@ use serde_json::{Map, Value};
 
 pub use config_cache::ConfigCache;
 pub use headers::{PortkeyHeader, header_str, metadata as headers_metadata};
+pub use health::{Health, TargetHealth};
 
 use crate::GatewayError;
 use crate::config::routing::{Inherited, Node};
 use crate::config::{RoutingConfig, Secret, ServerConfig, routing};
-use crate::providers::{Call, Endpoint, Provider};
+use crate::plugins::{self, Kind, RouteCandidate};
+use crate::providers::{Call, Endpoint, Provider, WasmProvider};
 
 /// One provider call, with everything resolved.
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct Target {
     pub override_params: Map<String, Value>,
     pub request_timeout: Option<Duration>,
     pub forward_headers: Vec<HeaderName>,
+    /// Its load-balancing weight in the config.
+    pub weight: f64,
 }
 
 impl Target {
@@ -79,37 +84,129 @@ pub struct Plan {
     /// the config (`config`, `config.targets[1].targets[0]`). Plain headers are a
     /// one-target config to Portkey, so they answer `config` too.
     pub option_path: String,
+    /// The hooks in effect for the target (the nearest node that sets any).
+    pub hooks: routing::Hooks,
+    /// A router strategy still to run once the body is read.
+    pub router: Option<RouterStep>,
+}
+
+/// A `router` strategy: the plugin, its parameters, and the candidate targets.
+#[derive(Debug, Clone)]
+pub struct RouterStep {
+    pub plugin: String,
+    pub parameters: String,
+    pub candidates: Vec<(String, Target)>,
+}
+
+impl Plan {
+    /// Runs a pending router strategy: the router orders the candidates and the
+    /// first becomes the target. (Trying the rest in order when one fails is the
+    /// routing engine's fallback.)
+    pub async fn resolve(
+        &mut self,
+        plugins: &plugins::Registry,
+        health: &Health,
+        endpoint: Endpoint,
+        model: Option<String>,
+        metadata: &Map<String, Value>,
+        body: Option<&[u8]>,
+    ) -> Result<(), GatewayError> {
+        let Some(step) = self.router.take() else {
+            return Ok(());
+        };
+        let router = plugins.get_kind(&step.plugin, Kind::Router)?;
+        let candidates: Vec<RouteCandidate> = step
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, (path, t))| {
+                let seen = health.get(&Health::key(path, t.provider.slug()));
+                RouteCandidate {
+                    index: i as u32,
+                    provider: t.provider.slug().to_owned(),
+                    model: t
+                        .override_params
+                        .get("model")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    weight: t.weight,
+                    circuit_open: false,
+                    error_rate: seen.error_rate,
+                    latency_ms: seen.latency_ms,
+                    in_flight: seen.in_flight,
+                    requests: seen.requests,
+                }
+            })
+            .collect();
+        let meta: Vec<(String, String)> = metadata
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
+            .collect();
+        let order = router
+            .route(
+                &step.parameters,
+                endpoint,
+                model,
+                &meta,
+                &candidates,
+                body.map(|b| String::from_utf8_lossy(b).into_owned()),
+            )
+            .await?;
+        let Some((path, target)) = order
+            .first()
+            .and_then(|&i| step.candidates.get(i as usize))
+            .cloned()
+        else {
+            return Err(GatewayError::Unsupported(format!(
+                "router `{}` chose no target for this request",
+                step.plugin
+            )));
+        };
+        tracing::debug!(router = %step.plugin, chosen = %path, "router chose a target");
+        self.target = target;
+        self.option_path = path;
+        Ok(())
+    }
 }
 
 /// Decides the target for a request.
 pub fn plan(
     config: &ServerConfig,
     cache: &ConfigCache,
+    plugins: &plugins::Registry,
     headers: &HeaderMap,
 ) -> Result<Plan, GatewayError> {
     let routing = match header_str(headers, PortkeyHeader::Config)? {
-        Some(text) => Some(config_from_header(config, cache, text)?),
+        Some(text) => Some(config_from_header(config, cache, plugins, text)?),
         None => config
             .default_config
             .as_ref()
             .and_then(|name| config.configs.get(name).cloned()),
     };
     match routing {
-        Some(c) => plan_config(config, headers, &c),
-        None => plan_headers(config, headers),
+        Some(c) => plan_config(config, plugins, headers, &c),
+        None => plan_headers(config, plugins, headers),
     }
 }
 
 fn config_from_header(
     config: &ServerConfig,
     cache: &ConfigCache,
+    plugins: &plugins::Registry,
     text: &str,
 ) -> Result<Arc<RoutingConfig>, GatewayError> {
     let text = text.trim();
     if text.starts_with('{') {
         cache.get_or_parse(text, || {
-            routing::parse_json(text, &|slug| config.providers.contains(slug))
-                .map_err(GatewayError::InvalidConfig)
+            routing::parse_json(text, &|slug| {
+                config.providers.contains(slug) || plugins.has_provider(slug)
+            })
+            .map_err(GatewayError::InvalidConfig)
         })
     } else {
         config.configs.get(text).cloned().ok_or_else(|| {
@@ -123,40 +220,109 @@ fn config_from_header(
     }
 }
 
-fn provider(config: &ServerConfig, slug: &str) -> Result<Arc<dyn Provider>, GatewayError> {
-    config
-        .providers
-        .get(slug)
-        .cloned()
-        .ok_or_else(|| GatewayError::UnknownProvider(slug.to_owned()))
+/// A catalog provider, else a provider plugin (the version loaded now: the
+/// request keeps it even if a reload swaps it).
+fn provider(
+    config: &ServerConfig,
+    plugins: &plugins::Registry,
+    slug: &str,
+) -> Result<Arc<dyn Provider>, GatewayError> {
+    if let Some(p) = config.providers.get(slug) {
+        return Ok(p.clone());
+    }
+    match plugins.get(slug) {
+        Some(plugin) => Ok(Arc::new(WasmProvider::new(plugin)?)),
+        None => Err(GatewayError::UnknownProvider(slug.to_owned())),
+    }
 }
 
-fn plan_headers(config: &ServerConfig, headers: &HeaderMap) -> Result<Plan, GatewayError> {
+fn plan_headers(
+    config: &ServerConfig,
+    plugins: &plugins::Registry,
+    headers: &HeaderMap,
+) -> Result<Plan, GatewayError> {
     let slug =
         header_str(headers, PortkeyHeader::Provider)?.ok_or(GatewayError::MissingProvider)?;
     Ok(Plan {
         target: Target {
-            provider: provider(config, slug.trim())?,
+            provider: provider(config, plugins, slug.trim())?,
             api_key: headers::bearer(headers)?,
             custom_host: header_str(headers, PortkeyHeader::CustomHost)?.map(str::to_owned),
             options: Map::new(),
             override_params: Map::new(),
             request_timeout: headers::request_timeout(headers)?,
             forward_headers: headers::forward_list(headers)?,
+            weight: 1.0,
         },
         option_path: "config".to_owned(),
+        hooks: routing::Hooks::default(),
+        router: None,
     })
 }
 
 fn plan_config(
     config: &ServerConfig,
+    plugins: &plugins::Registry,
     headers: &HeaderMap,
     c: &RoutingConfig,
 ) -> Result<Plan, GatewayError> {
-    let mut node = &c.root;
-    let mut path = "config".to_owned();
-    let mut inherited = node.inherit.clone();
+    descend(
+        config,
+        plugins,
+        headers,
+        &c.root,
+        "config".to_owned(),
+        c.root.inherit.clone(),
+    )
+}
+
+/// From `node` down to a target, through `single` strategies; a `router`
+/// strategy stops the descent with its candidates resolved.
+fn descend(
+    config: &ServerConfig,
+    plugins: &plugins::Registry,
+    headers: &HeaderMap,
+    start: &Node,
+    start_path: String,
+    start_inherited: Inherited,
+) -> Result<Plan, GatewayError> {
+    let mut node = start;
+    let mut path = start_path;
+    let mut inherited = start_inherited;
     while let Some(strategy) = &node.strategy {
+        if strategy.mode == "router" {
+            let plugin = strategy.router.clone().unwrap_or_default();
+            let mut candidates = Vec::with_capacity(node.targets.len());
+            for (i, child) in node.targets.iter().enumerate() {
+                let child_path = format!("{path}.targets[{i}]");
+                let child_inherited = inherit(&inherited, &child.inherit);
+                let plan = descend(config, plugins, headers, child, child_path, child_inherited)?;
+                if plan.router.is_some() {
+                    return Err(GatewayError::Unsupported(format!(
+                        "`{path}`: a router strategy inside a router strategy is not supported"
+                    )));
+                }
+                candidates.push((plan.option_path, plan.target));
+            }
+            let Some((first_path, first)) = candidates.first().cloned() else {
+                return Err(GatewayError::Internal(format!(
+                    "{path}: strategy without targets"
+                )));
+            };
+            return Ok(Plan {
+                target: first,
+                option_path: first_path,
+                hooks: inherited.hooks.clone(),
+                router: Some(RouterStep {
+                    plugin,
+                    parameters: strategy
+                        .parameters
+                        .as_ref()
+                        .map_or_else(|| "{}".to_owned(), Value::to_string),
+                    candidates,
+                }),
+            });
+        }
         if strategy.mode != "single" {
             return Err(GatewayError::Unsupported(format!(
                 "strategy mode `{}` at `{path}` is valid but not executed by this build; use `single`",
@@ -172,7 +338,7 @@ fn plan_config(
         path.push_str(".targets[0]");
         inherited = inherit(&inherited, &node.inherit);
     }
-    leaf(config, headers, node, inherited, path)
+    leaf(config, plugins, headers, node, inherited, path)
 }
 
 /// A child's settings over its parent's: the child's own win, `override_params`
@@ -198,12 +364,17 @@ pub fn inherit(parent: &Inherited, child: &Inherited) -> Inherited {
             .strict_open_ai_compliance
             .or(parent.strict_open_ai_compliance),
         override_params,
-        hooks: child.hooks.clone(),
+        hooks: if child.hooks == routing::Hooks::default() {
+            parent.hooks.clone()
+        } else {
+            child.hooks.clone()
+        },
     }
 }
 
 fn leaf(
     config: &ServerConfig,
+    plugins: &plugins::Registry,
     headers: &HeaderMap,
     node: &Node,
     inherited: Inherited,
@@ -225,7 +396,7 @@ fn leaf(
     };
     Ok(Plan {
         target: Target {
-            provider: provider(config, slug)?,
+            provider: provider(config, plugins, slug)?,
             api_key: match &t.api_key {
                 Some(k) => Some(k.clone()),
                 None => headers::bearer(headers)?,
@@ -235,8 +406,11 @@ fn leaf(
             override_params: inherited.override_params,
             request_timeout,
             forward_headers,
+            weight: node.weight,
         },
         option_path: path,
+        hooks: inherited.hooks,
+        router: None,
     })
 }
 

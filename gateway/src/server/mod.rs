@@ -24,31 +24,41 @@ pub use workers::{Workers, bind};
 
 use crate::GatewayError;
 use crate::config::ServerConfig;
-use crate::guardrails::Guardrails;
 use crate::providers::Endpoint;
 use crate::routing::ConfigCache;
 use crate::upstream::Upstream;
+
+/// What every worker shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub plugins: Arc<crate::plugins::Registry>,
+    pub health: Arc<crate::routing::Health>,
+}
 
 /// Everything a request handler shares.
 #[derive(Debug)]
 pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub upstream: Upstream,
-    pub guardrails: Guardrails,
+    /// Plugins, shared by every worker.
+    pub plugins: Arc<crate::plugins::Registry>,
+    /// Targets' recent health, shared by every worker.
+    pub health: Arc<crate::routing::Health>,
     /// Parsed `x-portkey-config` headers.
     pub configs: ConfigCache,
     pub started: Instant,
 }
 
 impl AppState {
-    /// State for a config, with no hooks.
-    pub fn new(config: Arc<ServerConfig>) -> Result<Self, GatewayError> {
+    /// State for one worker.
+    pub fn new(config: Arc<ServerConfig>, shared: &Shared) -> Result<Self, GatewayError> {
         let upstream = Upstream::new(&config.upstream, config.ssrf.clone())
             .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             config,
             upstream,
-            guardrails: Guardrails::default(),
+            plugins: shared.plugins.clone(),
+            health: shared.health.clone(),
             configs: ConfigCache::default(),
             started: Instant::now(),
         })
@@ -166,82 +176,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::guardrails::tests::TestHook;
-    use axum::body::Body;
-    use serde_json::Value;
-    use tower::ServiceExt;
-
-    /// An upstream that answers with the body it received.
-    async fn echo_upstream() -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let app = Router::new().fallback(|body: axum::body::Bytes| async move {
-            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            axum::Json(json!({"received": json}))
-        });
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        addr
-    }
-
-    async fn call(state: Arc<AppState>, content: &str) -> (http::StatusCode, Value) {
-        let body = json!({"model": "m", "messages": [{"role": "user", "content": content}]});
-        let req = http::Request::post("/v1/chat/completions")
-            .header("x-portkey-provider", "echo")
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request");
-        let res = router(state).oneshot(req).await.expect("infallible");
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        (status, serde_json::from_slice(&bytes).expect("json"))
-    }
-
-    #[tokio::test]
-    async fn hooks_run_between_routing_and_the_provider() {
-        let addr = echo_upstream().await;
-        let config = ServerConfig::parse(&format!(
-            "[[providers]]\nslug = \"echo\"\nbase_url = \"http://{addr}/v1\"\n"
-        ))
-        .expect("config");
-        let mut state = AppState::new(Arc::new(config)).expect("state");
-        let (status, body) = call(
-            Arc::new(AppState::new(state.config.clone()).expect("state")),
-            "hi",
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert_eq!(
-            body["received"]["model"], "m",
-            "no hooks: the body is untouched"
-        );
-
-        state.guardrails = Guardrails::new(vec![Arc::new(TestHook)]);
-        let state = Arc::new(state);
-        let (status, body) = call(state.clone(), "hi").await;
-        assert_eq!(status, 200);
-        assert_eq!(
-            body["received"]["model"], "rewritten",
-            "the hook's rewrite reaches the provider"
-        );
-
-        let (status, body) = call(state, "deny").await;
-        assert_eq!(status.as_u16(), 446);
-        assert_eq!(body["error"]["code"], "denied");
-        assert!(
-            body.get("received").is_none(),
-            "a hook's answer means no upstream call"
-        );
     }
 }

@@ -4,10 +4,13 @@
 //!    so a bad header is answered before a large upload is read);
 //! 2. body — read it within `server.max_body_bytes`, check it is what the route
 //!    takes, apply `override_params`;
-//! 3. guardrails — before-request hooks may rewrite the body or answer;
-//! 4. provider — build the upstream request;
-//! 5. upstream — send it within the deadline;
-//! 6. relay — stream or check the answer and hand it to the client.
+//! 3. guardrails — before-request hooks may rewrite the body or answer (446);
+//! 4. router — a `router` strategy's plugin picks the target, now that the
+//!    body (model) is known;
+//! 5. provider — build the upstream request;
+//! 6. upstream — send it within the deadline, noting the target's health;
+//! 7. relay — stream or check the answer and hand it to the client;
+//! 8. guardrails — after-response hooks on a complete answer, `hook_results`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +27,7 @@ use tokio::time::Instant;
 use super::relay;
 use super::{AppState, RequestInfo};
 use crate::GatewayError;
-use crate::guardrails::{HookContext, Outcome};
+use crate::guardrails::{self, StageHooks, StageResult};
 use crate::providers::{BodyKind, Endpoint, body};
 use crate::routing::{self, Plan};
 
@@ -32,10 +35,12 @@ use crate::routing::{self, Plan};
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     endpoint: Endpoint,
-    Extension(info): Extension<RequestInfo>,
+    // The span (request id) is already open; the extension stays in the
+    // signature for the stages that will log against it.
+    Extension(_info): Extension<RequestInfo>,
     req: Request,
 ) -> Response {
-    match run(&state, endpoint, &info, req).await {
+    match run(&state, endpoint, req).await {
         Ok(response) => response,
         Err(err) => {
             tracing::warn!(status = err.status().as_u16(), code = err.code(), error = %err, "request failed");
@@ -46,37 +51,62 @@ pub async fn handle(
 
 /// A body ready to send, or an answer that ends the request here.
 enum Prepared {
-    Send { body: Bytes, stream: bool },
+    Send {
+        body: Bytes,
+        stream: bool,
+        model: Option<String>,
+        hook_results: Option<StageResult>,
+    },
     Answer(Response),
 }
 
-async fn run(
-    state: &AppState,
-    endpoint: Endpoint,
-    info: &RequestInfo,
-    req: Request,
-) -> Result<Response, GatewayError> {
+async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
     let span = tracing::Span::current();
 
-    let plan = routing::plan(&state.config, &state.configs, &parts.headers)?;
+    let mut plan = routing::plan(
+        &state.config,
+        &state.configs,
+        &state.plugins,
+        &parts.headers,
+    )?;
     let metadata = routing::headers_metadata(&parts.headers)?;
-    let provider = plan.target.provider.clone();
-    span.record("gen_ai.provider.name", provider.slug());
     // Before the body is read: a wrong route must not cost a large upload.
-    provider.require(endpoint)?;
+    if plan.router.is_none() {
+        plan.target.provider.require(endpoint)?;
+    }
+    let hooks = StageHooks::from_config(&plan.hooks);
 
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
-    let ctx = HookContext {
-        request_id: &info.id,
+    let ctx = guardrails::Context {
         endpoint,
-        provider: provider.slug(),
+        provider: plan.target.provider.slug(),
         metadata: &metadata,
     };
-    let (body, stream) = match prepare(state, &plan, &ctx, &parts.headers, bytes).await? {
-        Prepared::Send { body, stream } => (body, stream),
-        Prepared::Answer(response) => return Ok(with_routing_headers(response, &plan)),
-    };
+    let (body, stream, model, before) =
+        match prepare(state, &plan, &hooks, &ctx, &parts.headers, bytes).await? {
+            Prepared::Send {
+                body,
+                stream,
+                model,
+                hook_results,
+            } => (body, stream, model, hook_results),
+            Prepared::Answer(response) => return Ok(with_routing_headers(response, &plan)),
+        };
+    if plan.router.is_some() {
+        plan.resolve(
+            &state.plugins,
+            &state.health,
+            endpoint,
+            model,
+            &metadata,
+            Some(&body),
+        )
+        .await?;
+        plan.target.provider.require(endpoint)?;
+    }
+    let provider = plan.target.provider.clone();
+    span.record("gen_ai.provider.name", provider.slug());
 
     let path = parts.uri.path();
     let call = plan.target.call(
@@ -87,13 +117,16 @@ async fn run(
         path.strip_prefix("/v1").unwrap_or(path),
         body,
     );
-    let upstream_req = provider.build_request(&call)?;
+    let upstream_req = provider.build_request(&call).await?;
 
     let deadline = Deadline::new(
         plan.target.request_timeout,
         state.config.upstream.timeout,
         provider.slug(),
     );
+    let health_key = routing::Health::key(&plan.option_path, provider.slug());
+    state.health.start(&health_key);
+    let started = Instant::now();
     let response = tokio::time::timeout_at(
         deadline.at,
         state.upstream.send(
@@ -103,7 +136,10 @@ async fn run(
         ),
     )
     .await
-    .map_err(|_| deadline.error())??;
+    .map_err(|_| deadline.error());
+    let ok = matches!(&response, Ok(Ok(r)) if !r.status().is_server_error());
+    state.health.end(&health_key, ok, started.elapsed());
+    let response = response??;
 
     let response = relay::relay(
         response,
@@ -114,7 +150,90 @@ async fn run(
         state.config.upstream.max_response_bytes,
     )
     .await?;
+    let response = if hooks.is_empty() {
+        response
+    } else {
+        after_hooks(
+            state,
+            &hooks,
+            &ctx_of(endpoint, &provider, &metadata),
+            stream,
+            before,
+            response,
+        )
+        .await?
+    };
     Ok(with_routing_headers(response, &plan))
+}
+
+fn ctx_of<'a>(
+    endpoint: Endpoint,
+    provider: &'a Arc<dyn crate::providers::Provider>,
+    metadata: &'a serde_json::Map<String, Value>,
+) -> guardrails::Context<'a> {
+    guardrails::Context {
+        endpoint,
+        provider: provider.slug(),
+        metadata,
+    }
+}
+
+/// After the answer: output hooks on a complete 2xx JSON answer, then Portkey's
+/// `hook_results` in the body and 246 when checks failed without deny.
+async fn after_hooks(
+    state: &AppState,
+    hooks: &StageHooks,
+    ctx: &guardrails::Context<'_>,
+    stream: bool,
+    before: Option<StageResult>,
+    response: Response,
+) -> Result<Response, GatewayError> {
+    let before = before.unwrap_or_default();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let success = response.status().is_success();
+    if stream || !is_json || !success {
+        // Streams and error answers pass as they are; a failed before hook still
+        // shows in the status.
+        let mut response = response;
+        if before.failed && success {
+            *response.status_mut() = guardrails::failed_status();
+        }
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("cannot re-read the answer: {e}")))?;
+    let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    };
+    let after = if hooks.has_after() && guardrails::applies(ctx.endpoint, true) {
+        guardrails::after_response(&state.plugins, hooks, ctx, &mut answer).await
+    } else {
+        StageResult::default()
+    };
+    if after.denied {
+        let body = guardrails::denied_body(&before.results, &after.results);
+        return Ok((guardrails::denied_status(), axum::Json(body)).into_response());
+    }
+    answer.insert(
+        "hook_results".into(),
+        serde_json::json!({
+            "before_request_hooks": before.results,
+            "after_request_hooks": after.results,
+        }),
+    );
+    if before.failed || after.failed {
+        parts.status = guardrails::failed_status();
+    }
+    parts.headers.remove(CONTENT_LENGTH);
+    let body = serde_json::to_vec(&Value::Object(answer))
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    Ok(Response::from_parts(parts, Body::from(body)))
 }
 
 /// The time by which the upstream must have answered: the caller's
@@ -181,10 +300,17 @@ async fn read_body(
 async fn prepare(
     state: &AppState,
     plan: &Plan,
-    ctx: &HookContext<'_>,
+    hooks: &StageHooks,
+    ctx: &guardrails::Context<'_>,
     headers: &http::HeaderMap,
     bytes: Bytes,
 ) -> Result<Prepared, GatewayError> {
+    let send = |body: Bytes| Prepared::Send {
+        body,
+        stream: false,
+        model: None,
+        hook_results: None,
+    };
     match ctx.endpoint.body_kind() {
         BodyKind::Json => {}
         BodyKind::Multipart => {
@@ -197,27 +323,15 @@ async fn prepare(
                     "this route takes multipart/form-data (a file upload)".into(),
                 ));
             }
-            return Ok(Prepared::Send {
-                body: bytes,
-                stream: false,
-            });
+            return Ok(send(bytes));
         }
-        BodyKind::Empty => {
-            return Ok(Prepared::Send {
-                body: Bytes::new(),
-                stream: false,
-            });
-        }
-        BodyKind::Raw => {
-            return Ok(Prepared::Send {
-                body: bytes,
-                stream: false,
-            });
-        }
+        BodyKind::Empty => return Ok(send(Bytes::new())),
+        BodyKind::Raw => return Ok(send(bytes)),
     }
 
     let overrides = &plan.target.override_params;
-    if overrides.is_empty() && state.guardrails.is_empty() {
+    let run_hooks = hooks.has_before() && guardrails::applies(ctx.endpoint, false);
+    if overrides.is_empty() && !run_hooks {
         // The common case: nothing changes the body, so it is only checked and
         // peeked at (model, stream), then sent byte for byte.
         let peek = body::peek(&bytes)?;
@@ -226,23 +340,29 @@ async fn prepare(
         }
         return Ok(Prepared::Send {
             stream: peek.stream.unwrap_or(false),
+            model: peek.model.map(|m| m.into_owned()),
             body: bytes,
+            hook_results: None,
         });
     }
 
     let mut map = body::parse_object(&bytes)?;
     body::apply_overrides(&mut map, overrides);
-    if let Outcome::Respond {
-        status,
-        body: answer,
-    } = state.guardrails.before_request(ctx, &mut map).await?
-    {
-        return Ok(Prepared::Answer(
-            (status, axum::Json(answer)).into_response(),
-        ));
-    }
-    if let Some(model) = map.get("model").and_then(Value::as_str) {
-        tracing::Span::current().record("gen_ai.request.model", model);
+    let hook_results = if run_hooks {
+        let result = guardrails::before_request(&state.plugins, hooks, ctx, &mut map).await;
+        if result.denied {
+            let body = guardrails::denied_body(&result.results, &[]);
+            return Ok(Prepared::Answer(
+                (guardrails::denied_status(), axum::Json(body)).into_response(),
+            ));
+        }
+        Some(result)
+    } else {
+        None
+    };
+    let model = map.get("model").and_then(Value::as_str).map(str::to_owned);
+    if let Some(model) = &model {
+        tracing::Span::current().record("gen_ai.request.model", model.as_str());
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // Unknown fields and their order are kept (serde_json's preserve_order).
@@ -250,7 +370,12 @@ async fn prepare(
         serde_json::to_vec(&Value::Object(map))
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
     );
-    Ok(Prepared::Send { body, stream })
+    Ok(Prepared::Send {
+        body,
+        stream,
+        model,
+        hook_results,
+    })
 }
 
 fn with_routing_headers(mut response: Response, plan: &Plan) -> Response {

@@ -20,7 +20,7 @@ use http::{HeaderValue, StatusCode};
 use super::proxy::Deadline;
 use crate::GatewayError;
 use crate::error::openai_error;
-use crate::providers::{Endpoint, Provider};
+use crate::providers::{ChunkTranslator, Endpoint, Provider};
 use crate::upstream::{describe, strip_hop_by_hop};
 
 /// Turns the upstream response into the client's.
@@ -38,6 +38,17 @@ pub async fn relay(
     strip_hop_by_hop(&mut headers);
     headers.remove(CONTENT_LENGTH);
 
+    if status.is_success() && stream {
+        let translator = provider.stream_translator(endpoint, None).await?;
+        if let Some(translator) = translator {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            return response(
+                status,
+                headers,
+                translated_sse(upstream, translator, provider.slug().to_owned()),
+            );
+        }
+    }
     if status.is_success() && (stream || !endpoint.answers_json()) {
         let sse = stream && is_event_stream(&headers);
         let body = if sse {
@@ -54,6 +65,12 @@ pub async fn relay(
     )
     .await
     .map_err(|_| deadline.error())??;
+    if !status.is_success() && provider.maps_errors() {
+        // The adapter knows its upstream's error shape; it answers with the error.
+        let mapped = provider.map_response(endpoint, status, bytes).await?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return response(status, headers, Body::from(mapped));
+    }
     let compressed = headers.contains_key(CONTENT_ENCODING);
     let is_json = compressed || serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
 
@@ -67,7 +84,7 @@ pub async fn relay(
         let body = if compressed {
             bytes
         } else {
-            provider.map_response(endpoint, bytes)?
+            provider.map_response(endpoint, status, bytes).await?
         };
         return response(status, headers, Body::from(body));
     }
@@ -162,6 +179,91 @@ fn snippet(bytes: &Bytes) -> String {
     } else {
         format!("`{cut}`")
     }
+}
+
+fn error_event(provider: &str, detail: &str, code: &str) -> Bytes {
+    let event = openai_error(
+        &format!("the stream from `{provider}` broke: {detail}"),
+        "api_error",
+        None,
+        code,
+    );
+    Bytes::from(format!("data: {event}\n\n"))
+}
+
+/// An SSE body made by a provider's translator from the upstream's own stream
+/// format: each chunk becomes `data: {chunk}`, then `data: [DONE]`. A broken
+/// upstream stream or a failing translator ends it with an error event.
+fn translated_sse(
+    upstream: reqwest::Response,
+    translator: Box<dyn ChunkTranslator>,
+    provider: String,
+) -> Body {
+    type State = (
+        futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        Box<dyn ChunkTranslator>,
+    );
+    let events = futures_util::stream::unfold(
+        Some((upstream.bytes_stream().boxed(), translator)),
+        move |state: Option<State>| {
+            let provider = provider.clone();
+            async move {
+                let (mut inner, mut translator) = state?;
+                let frame = |chunks: Vec<String>| {
+                    let mut out = String::new();
+                    for c in chunks {
+                        out.push_str("data: ");
+                        out.push_str(&c);
+                        out.push_str("\n\n");
+                    }
+                    Bytes::from(out)
+                };
+                match inner.next().await {
+                    Some(Ok(bytes)) => match translator.push(&bytes).await {
+                        Ok(chunks) => Some((
+                            Ok::<Bytes, std::convert::Infallible>(frame(chunks)),
+                            Some((inner, translator)),
+                        )),
+                        Err(e) => {
+                            tracing::warn!(provider = %provider, error = %e, "stream translation failed");
+                            Some((
+                                Ok(error_event(
+                                    &provider,
+                                    &e.to_string(),
+                                    "stream_translation_error",
+                                )),
+                                None,
+                            ))
+                        }
+                    },
+                    Some(Err(e)) => {
+                        let detail = describe(&e);
+                        tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
+                        Some((
+                            Ok(error_event(&provider, &detail, "upstream_stream_error")),
+                            None,
+                        ))
+                    }
+                    None => match translator.finish().await {
+                        Ok(chunks) => {
+                            let mut out = frame(chunks).to_vec();
+                            out.extend_from_slice(b"data: [DONE]\n\n");
+                            Some((Ok(Bytes::from(out)), None))
+                        }
+                        Err(e) => Some((
+                            Ok(error_event(
+                                &provider,
+                                &e.to_string(),
+                                "stream_translation_error",
+                            )),
+                            None,
+                        )),
+                    },
+                }
+            }
+        },
+    );
+    Body::from_stream(events)
 }
 
 /// An SSE body that ends with an error event if the upstream stream breaks.

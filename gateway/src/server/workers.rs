@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{AppState, serve};
+use super::{AppState, Shared, serve};
 use crate::config::ServerConfig;
 
 /// Binds `count` listening sockets to `addr` (the first one picks the port when
@@ -54,6 +54,7 @@ impl Workers {
     /// turns true and finishes within the configured grace period.
     pub fn start(
         config: Arc<ServerConfig>,
+        shared: Shared,
         listeners: Vec<TcpListener>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
@@ -61,6 +62,7 @@ impl Workers {
         let (exit_tx, exited) = tokio::sync::mpsc::unbounded_channel();
         for (i, listener) in listeners.into_iter().enumerate() {
             let config = config.clone();
+            let shared = shared.clone();
             let mut shutdown = shutdown.clone();
             let exit_tx = exit_tx.clone();
             let thread = std::thread::Builder::new()
@@ -70,7 +72,8 @@ impl Workers {
                         .enable_all()
                         .build()?;
                     let result = runtime.block_on(async move {
-                        let state = AppState::new(config).map_err(std::io::Error::other)?;
+                        let state =
+                            AppState::new(config, &shared).map_err(std::io::Error::other)?;
                         let listener = tokio::net::TcpListener::from_std(listener)?;
                         let stop = async move {
                             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -1,0 +1,171 @@
+//! The wasmtime engine all plugins share: pooling allocator, epoch interruption
+//! driven by a ticker thread, and wasmtime's on-disk cache of compiled code (keyed
+//! by the component's content, wasmtime's version and the engine's settings), so a
+//! restart does not recompile.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::{EngineLimits, Limiter, Limits};
+use super::v0_1_0::host;
+
+/// How often the epoch advances: the granularity of CPU budgets.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// The shared engine and its ticker.
+#[derive(Clone)]
+pub struct PluginEngine {
+    pub engine: Engine,
+    _ticker: Arc<Ticker>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginEngine")
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginEngine {
+    /// An engine with the pooling allocator sized by `limits`, caching compiled
+    /// code in `cache_dir` (no cache when `None`).
+    pub fn new(limits: &EngineLimits, cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_memories(limits.total_memories)
+            .total_tables(limits.total_memories)
+            .total_stacks(limits.total_instances)
+            .total_component_instances(limits.total_instances)
+            .total_core_instances(limits.total_instances.saturating_mul(8))
+            .max_memory_size(limits.max_memory_bytes)
+            .table_elements(limits.max_table_elements)
+            // Python and JavaScript components are large: many core instances,
+            // memories and tables per component, big instance records.
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(32)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(4 << 20);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true);
+        if let Some(dir) = cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(wasmtime::Cache::new(cache)?));
+        }
+        let engine = Engine::new(&config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticking, flag) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Self {
+            engine,
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+
+    /// A store for one instance of plugin `name`.
+    pub fn store(&self, name: &Arc<str>, limits: &Limits) -> Store<HostState> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                plugin: name.clone(),
+                limiter: Limiter::new(limits),
+                deadline: Instant::now(),
+                budget_exceeded: false,
+                wasi: None,
+                table: ResourceTable::new(),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                state.budget_exceeded = true;
+                return Err(wasmtime::Error::msg("the plugin ran past its CPU budget"));
+            }
+            // Yield at every tick so a long call never holds a worker thread.
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
+        store
+    }
+}
+
+/// What the host keeps per instance.
+pub struct HostState {
+    pub plugin: Arc<str>,
+    pub limiter: Limiter,
+    /// When the running call's budget ends.
+    pub deadline: Instant,
+    /// Set when the epoch callback stopped a call for its budget.
+    pub budget_exceeded: bool,
+    /// WASI state, made on first use for plugins that import WASI. It grants
+    /// nothing: no preopened directories, no environment, no arguments, no
+    /// sockets, no name lookups; stdio reads nothing and writes are discarded.
+    wasi: Option<WasiCtx>,
+    table: ResourceTable,
+}
+
+impl HostState {
+    /// Starts a call: the budget counts from now.
+    pub fn begin_call(&mut self, budget: Duration) {
+        self.deadline = Instant::now() + budget;
+        self.budget_exceeded = false;
+    }
+}
+
+fn sandbox() -> WasiCtx {
+    WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: self.wasi.get_or_insert_with(sandbox),
+            table: &mut self.table,
+        }
+    }
+}
+
+impl super::v0_1_0::types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) {
+        // A plugin may log, not flood: long lines are cut.
+        let message: String = message.chars().take(2000).collect();
+        let plugin = &*self.plugin;
+        match level {
+            host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host::Level::Info => tracing::info!(plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
