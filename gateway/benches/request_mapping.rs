@@ -7,6 +7,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method};
 use sluice::config::ServerConfig;
 use sluice::providers::{Endpoint, body};
@@ -25,6 +26,7 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 fn mapping(c: &mut Criterion) {
     let config = ServerConfig::defaults().expect("defaults");
     let cache = routing::ConfigCache::default();
+    let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
     let no_cache = || routing::ConfigCache::default();
     let plain = headers(&[
         ("x-portkey-provider", "openai"),
@@ -36,13 +38,13 @@ fn mapping(c: &mut Criterion) {
     )]);
 
     c.bench_function("plan/headers", |b| {
-        b.iter(|| routing::plan(&config, &cache, black_box(&plain)))
+        b.iter(|| routing::plan(&config, &cache, &plugins, black_box(&plain)))
     });
     c.bench_function("plan/config_header_cold", |b| {
-        b.iter(|| routing::plan(&config, &no_cache(), black_box(&with_config)))
+        b.iter(|| routing::plan(&config, &no_cache(), &plugins, black_box(&with_config)))
     });
     c.bench_function("plan/config_header_cached", |b| {
-        b.iter(|| routing::plan(&config, &cache, black_box(&with_config)))
+        b.iter(|| routing::plan(&config, &cache, &plugins, black_box(&with_config)))
     });
     c.bench_function("body/peek_1kb", |b| {
         b.iter(|| body::peek(black_box(BODY)).map(|p| p.stream))
@@ -57,8 +59,8 @@ fn mapping(c: &mut Criterion) {
         })
     });
 
-    let plan = routing::plan(&config, &cache, &plain).expect("plan");
-    let azure = routing::plan(&config, &cache, &with_config).expect("plan");
+    let plan = routing::plan(&config, &cache, &plugins, &plain).expect("plan");
+    let azure = routing::plan(&config, &cache, &plugins, &with_config).expect("plan");
     for (name, plan) in [("build/openai", plan), ("build/azure", azure)] {
         c.bench_function(name, |b| {
             b.iter(|| {
@@ -73,7 +75,8 @@ fn mapping(c: &mut Criterion) {
                 plan.target
                     .provider
                     .build_request(black_box(&call))
-                    .map(|r| r.url)
+                    .now_or_never()
+                    .map(|r| r.map(|r| r.url))
             })
         });
     }

@@ -4,6 +4,7 @@
 //! every refusal must be a client error (4xx) with a message.
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method};
 use sluice::config::ServerConfig;
 use sluice::providers::{Endpoint, body};
@@ -84,6 +85,7 @@ fn mutate(rng: &mut Rng, seed: &str) -> Vec<u8> {
 fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
     let config = ServerConfig::defaults().expect("defaults");
     let cache = ConfigCache::default();
+    let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let mut accepted = 0;
     for round in 0..20_000 {
@@ -118,7 +120,7 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
         }
         let _ = routing::headers_metadata(&headers)
             .map_err(|e| assert!(e.status().is_client_error(), "{e}"));
-        match routing::plan(&config, &cache, &headers) {
+        match routing::plan(&config, &cache, &plugins, &headers) {
             Err(e) => assert!(e.status().is_client_error(), "round {round}: {e}"),
             Ok(plan) => {
                 let call = plan.target.call(
@@ -129,7 +131,13 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
                     "/x",
                     Bytes::from(bytes.clone()),
                 );
-                match plan.target.provider.build_request(&call) {
+                match plan
+                    .target
+                    .provider
+                    .build_request(&call)
+                    .now_or_never()
+                    .expect("catalog providers build without waiting")
+                {
                     Ok(req) => {
                         accepted += 1;
                         assert!(

@@ -30,6 +30,14 @@ pub fn binary() -> PathBuf {
     })
 }
 
+/// The compiled-plugin cache the tests share: beside the binary.
+pub fn cache_dir() -> PathBuf {
+    binary()
+        .parent()
+        .map(|d| d.join("sluice-test-cache"))
+        .unwrap_or_else(|| std::env::temp_dir().join("sluice-test-cache"))
+}
+
 /// A running gateway process. Killed on drop.
 pub struct Gateway {
     child: Option<Child>,
@@ -47,9 +55,26 @@ impl Gateway {
 
     /// Starts with extra environment variables.
     pub fn start_with(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_full(config, env, &[])
+    }
+
+    /// Starts with plugin files already in its plugins directory:
+    /// `(file name, component path)`.
+    pub fn start_with_plugins(config: &str, plugins: &[(&str, &str)]) -> Self {
+        Self::start_full(config, &[], plugins)
+    }
+
+    fn start_full(config: &str, env: &[(&str, &str)], plugins: &[(&str, &str)]) -> Self {
         let dir = TempDir::new();
         let config_path = dir.path.join("sluice.toml");
         std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("write config: {e}"));
+        // The plugins directory exists, so the gateway watches it.
+        std::fs::create_dir_all(dir.path.join("plugins"))
+            .unwrap_or_else(|e| panic!("plugins dir: {e}"));
+        for (name, from) in plugins {
+            std::fs::copy(from, dir.path.join("plugins").join(name))
+                .unwrap_or_else(|e| panic!("copy {from}: {e}"));
+        }
         let mut cmd = Command::new(binary());
         cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config_path)
@@ -58,6 +83,9 @@ impl Gateway {
             .env_remove("RUST_LOG")
             .env_remove("SLUICE_LOG")
             .env_remove("SLUICE_LOG_FORMAT")
+            // Compiled plugins are cached between test runs, as the gateway
+            // caches them between restarts.
+            .env("SLUICE_CACHE_DIR", cache_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -90,10 +118,10 @@ impl Gateway {
             for _ in lines {}
         });
         let line = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(180))
             .unwrap_or_else(|_| {
                 let logs = logs.lock().map(|l| l.clone()).unwrap_or_default();
-                panic!("sluice did not start (exited, or silent for 30 s); stderr:\n{logs}")
+                panic!("sluice did not start (exited, or silent for 180 s); stderr:\n{logs}")
             });
         let url = line
             .strip_prefix("sluice listening on ")
@@ -105,6 +133,11 @@ impl Gateway {
             logs,
             _dir: dir,
         }
+    }
+
+    /// The plugins directory it watches.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self._dir.path.join("plugins")
     }
 
     /// `url` + `path`.

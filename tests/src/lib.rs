@@ -6,6 +6,11 @@
 pub mod gateway;
 pub mod mock;
 
+/// Paths of the plugin components built for the tests (`tests/build.rs`).
+pub mod fixtures {
+    include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+}
+
 pub use gateway::{Gateway, TempDir};
 pub use mock::MockUpstream;
 

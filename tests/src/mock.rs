@@ -18,6 +18,9 @@
 //! | `fault:slow`          | a stream of 5 chunks, 200 ms apart                   |
 //! | `fault:endless`       | a stream that never ends (one chunk per 100 ms)      |
 //!
+//! Ollama's native API (`/api/chat` with NDJSON streaming, `/api/embed`) is
+//! served too, with its own error shape (`{"error": "..."}`).
+//!
 //! Every request is recorded (method, path, query, headers, body) for assertions.
 
 use std::net::SocketAddr;
@@ -145,6 +148,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         })
         .unwrap_or_default();
     let fault = fault.strip_prefix("fault:").unwrap_or("");
+
+    if received.path.ends_with("/api/chat") || received.path.ends_with("/api/embed") {
+        return ollama(&received.path, &json, fault);
+    }
 
     if let Some(code) = fault
         .strip_prefix("status=")
@@ -402,5 +409,57 @@ fn cut_body() -> Response {
     Response::builder()
         .header(http::header::CONTENT_TYPE, "audio/mpeg")
         .body(Body::from_stream(parts))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Ollama's native API, as documented (docs/api.md): whole answers, NDJSON
+/// streams (sent in pieces that split lines), and `{"error": "..."}` errors.
+fn ollama(path: &str, json: &Value, fault: &str) -> Response {
+    if let Some(code) = fault
+        .strip_prefix("status=")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (
+            status,
+            axum::Json(json!({"error": format!("mock ollama error {code}")})),
+        )
+            .into_response();
+    }
+    let model = json["model"].as_str().unwrap_or("llama3").to_owned();
+    if path.ends_with("/api/embed") {
+        let n = json["input"].as_array().map_or(1, Vec::len);
+        let embeddings: Vec<Value> = (0..n).map(|_| json!([0.5, -0.5])).collect();
+        return axum::Json(
+            json!({"model": model, "embeddings": embeddings, "prompt_eval_count": 4}),
+        )
+        .into_response();
+    }
+    let created = "2024-05-01T12:34:56.123456Z";
+    if json["stream"] == false {
+        return axum::Json(json!({
+            "model": model, "created_at": created,
+            "message": {"role": "assistant", "content": "Hello from Ollama"},
+            "done": true, "done_reason": "stop", "prompt_eval_count": 7, "eval_count": 3
+        }))
+        .into_response();
+    }
+    let mut text = String::new();
+    for word in ["Hello", " from", " Ollama"] {
+        text.push_str(&json!({"model": model, "created_at": created, "message": {"role": "assistant", "content": word}, "done": false}).to_string());
+        text.push('\n');
+    }
+    text.push_str(&json!({"model": model, "created_at": created, "message": {"role": "assistant", "content": ""},
+        "done": true, "done_reason": "stop", "prompt_eval_count": 7, "eval_count": 3}).to_string());
+    text.push('\n');
+    // Pieces of 37 bytes: lines arrive split, as they may on a real network.
+    let pieces: Vec<Result<Bytes, std::io::Error>> = text
+        .as_bytes()
+        .chunks(37)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(futures_util::stream::iter(pieces)))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -169,3 +169,19 @@ impl host::Host for HostState {
         }
     }
 }
+
+/// A small engine shared by unit tests (one pool for the whole test binary).
+#[cfg(test)]
+pub fn test_engine() -> PluginEngine {
+    static ENGINE: std::sync::OnceLock<PluginEngine> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let limits = EngineLimits {
+                total_memories: 64,
+                total_instances: 64,
+                ..EngineLimits::default()
+            };
+            PluginEngine::new(&limits, None).unwrap_or_else(|e| panic!("engine: {e}"))
+        })
+        .clone()
+}

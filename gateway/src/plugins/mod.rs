@@ -30,6 +30,9 @@ mod registry;
 pub mod v0_1_0;
 mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

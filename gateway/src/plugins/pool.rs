@@ -74,7 +74,7 @@ impl Stats {
             "timeouts": self.timeouts.load(Ordering::Relaxed),
             "traps": self.traps.load(Ordering::Relaxed),
             "instances_created": self.instances_created.load(Ordering::Relaxed),
-            "mean_latency_us": if calls == 0 { 0 } else { busy / calls },
+            "mean_latency_us": busy.checked_div(calls).unwrap_or(0),
         })
     }
 }

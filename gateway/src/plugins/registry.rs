@@ -74,6 +74,26 @@ impl Registry {
         }
     }
 
+    /// A registry with no plugins and a small engine, for tools, benches and
+    /// tests that route without plugins.
+    pub fn without_plugins() -> Result<Self, PluginError> {
+        let limits = super::EngineLimits {
+            total_memories: 8,
+            total_instances: 8,
+            ..Default::default()
+        };
+        let engine = PluginEngine::new(&limits, None).map_err(|e| PluginError::Load {
+            plugin: "(engine)".into(),
+            detail: super::describe(&e),
+        })?;
+        Ok(Self::new(
+            engine,
+            PathBuf::new(),
+            Limits::default(),
+            BTreeMap::new(),
+        ))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

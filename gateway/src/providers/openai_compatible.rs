@@ -248,7 +248,6 @@ impl OpenAiCompatible {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::providers::Registry;
     use bytes::Bytes;
     use http::Method;
     use serde_json::Map;
@@ -273,12 +272,15 @@ mod tests {
         }
     }
 
-    fn provider(slug: &str) -> std::sync::Arc<dyn Provider> {
-        Registry::new(&[])
-            .expect("catalog")
-            .get(slug)
-            .cloned()
-            .expect("provider")
+    fn provider(slug: &str) -> OpenAiCompatible {
+        let specs =
+            crate::providers::parse_catalog(crate::providers::CATALOG, "catalog").expect("catalog");
+        OpenAiCompatible::new(
+            specs
+                .into_iter()
+                .find(|s| s.slug == slug)
+                .expect("provider"),
+        )
     }
 
     #[test]

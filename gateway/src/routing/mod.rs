@@ -167,7 +167,7 @@ impl Plan {
                 step.plugin
             )));
         };
-        tracing::debug!(router = %step.plugin, chosen = %path, "router chose a target");
+        tracing::debug!(router = %step.plugin, chosen = %path, ?order, ?candidates, "router chose a target");
         self.target = target;
         self.option_path = path;
         Ok(())
@@ -427,6 +427,15 @@ mod tests {
         h
     }
 
+    fn no_plugins() -> plugins::Registry {
+        plugins::Registry::new(
+            plugins::engine::test_engine(),
+            std::path::PathBuf::from("/nonexistent"),
+            plugins::Limits::default(),
+            Default::default(),
+        )
+    }
+
     fn server() -> ServerConfig {
         ServerConfig::parse(
             "[configs.named]\nprovider = \"groq\"\napi_key = \"gk\"\n[configs.named.override_params]\nmodel = \"llama\"\n",
@@ -439,6 +448,7 @@ mod tests {
         let plan = plan(
             &server(),
             &ConfigCache::default(),
+            &no_plugins(),
             &headers(&[
                 ("x-portkey-provider", "openai"),
                 ("authorization", "Bearer sk-1"),
@@ -484,7 +494,8 @@ mod tests {
             ),
         ];
         for (pairs, code) in cases {
-            let err = plan(&s, &ConfigCache::default(), &headers(pairs)).expect_err(code);
+            let err =
+                plan(&s, &ConfigCache::default(), &no_plugins(), &headers(pairs)).expect_err(code);
             assert_eq!(err.code(), code, "{pairs:?}: {err}");
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         }
@@ -498,6 +509,7 @@ mod tests {
         let plan = plan(
             &server(),
             &ConfigCache::default(),
+            &no_plugins(),
             &headers(&[
                 ("x-portkey-config", &cfg.replace('\n', " ")),
                 ("x-portkey-provider", "groq"),
@@ -522,6 +534,7 @@ mod tests {
         let plan1 = plan(
             &s,
             &ConfigCache::default(),
+            &no_plugins(),
             &headers(&[("x-portkey-config", "named")]),
         )
         .expect("named");
@@ -534,7 +547,13 @@ mod tests {
 
         let mut s = server();
         s.default_config = Some("named".into());
-        let plan2 = plan(&s, &ConfigCache::default(), &HeaderMap::new()).expect("default");
+        let plan2 = plan(
+            &s,
+            &ConfigCache::default(),
+            &no_plugins(),
+            &HeaderMap::new(),
+        )
+        .expect("default");
         assert_eq!(plan2.target.override_params["model"], "llama");
     }
 }

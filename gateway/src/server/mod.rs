@@ -70,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let post_route = |e: Endpoint| post(move |s, i, r| proxy::handle(s, e, i, r));
     Router::new()
         .route("/health", get(health))
+        .route("/admin/plugins", get(admin_plugins))
         .route("/v1/chat/completions", post_route(Endpoint::Chat))
         .route("/v1/completions", post_route(Endpoint::Completions))
         .route("/v1/embeddings", post_route(Endpoint::Embeddings))
@@ -100,6 +101,33 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "status": "ok",
         "version": crate::VERSION,
         "uptime_s": state.started.elapsed().as_secs(),
+    }))
+    .into_response()
+}
+
+/// Loaded plugins with their limits and call counters, and the last load status
+/// of each file in the plugins directory. (Behind admin keys once keys exist;
+/// the gateway listens on loopback by default.)
+async fn admin_plugins(State(state): State<Arc<AppState>>) -> Response {
+    let plugins: Vec<serde_json::Value> =
+        state.plugins.list().iter().map(|p| p.summary()).collect();
+    let files: serde_json::Map<String, serde_json::Value> = state
+        .plugins
+        .statuses()
+        .into_iter()
+        .map(|(name, status)| {
+            let v = match status {
+                crate::plugins::Status::Loaded => json!({"status": "loaded"}),
+                crate::plugins::Status::Failed(why) => json!({"status": "failed", "error": why}),
+            };
+            (name, v)
+        })
+        .collect();
+    axum::Json(json!({
+        "directory": state.plugins.dir().display().to_string(),
+        "reloads": state.plugins.reloads(),
+        "plugins": plugins,
+        "files": files,
     }))
     .into_response()
 }

@@ -4,9 +4,9 @@
 //!    so a bad header is answered before a large upload is read);
 //! 2. body — read it within `server.max_body_bytes`, check it is what the route
 //!    takes, apply `override_params`;
-//! 3. guardrails — before-request hooks may rewrite the body or answer (446);
-//! 4. router — a `router` strategy's plugin picks the target, now that the
+//! 3. router — a `router` strategy's plugin picks the target, now that the
 //!    body (model) is known;
+//! 4. guardrails — before-request hooks may rewrite the body or answer (446);
 //! 5. provider — build the upstream request;
 //! 6. upstream — send it within the deadline, noting the target's health;
 //! 7. relay — stream or check the answer and hand it to the client;
@@ -54,7 +54,6 @@ enum Prepared {
     Send {
         body: Bytes,
         stream: bool,
-        model: Option<String>,
         hook_results: Option<StageResult>,
     },
     Answer(Response),
@@ -78,33 +77,37 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     let hooks = StageHooks::from_config(&plan.hooks);
 
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
-    let ctx = guardrails::Context {
-        endpoint,
-        provider: plan.target.provider.slug(),
-        metadata: &metadata,
-    };
-    let (body, stream, model, before) =
-        match prepare(state, &plan, &hooks, &ctx, &parts.headers, bytes).await? {
-            Prepared::Send {
-                body,
-                stream,
-                model,
-                hook_results,
-            } => (body, stream, model, hook_results),
-            Prepared::Answer(response) => return Ok(with_routing_headers(response, &plan)),
-        };
     if plan.router.is_some() {
+        // The router sees the model, so it runs once the body is here, and
+        // before anything that depends on the target (overrides, hooks).
+        let model = body::peek(&bytes)
+            .ok()
+            .and_then(|p| p.model.map(|m| m.into_owned()));
         plan.resolve(
             &state.plugins,
             &state.health,
             endpoint,
             model,
             &metadata,
-            Some(&body),
+            Some(&bytes),
         )
         .await?;
         plan.target.provider.require(endpoint)?;
     }
+    let ctx = guardrails::Context {
+        endpoint,
+        provider: plan.target.provider.slug(),
+        metadata: &metadata,
+    };
+    let (body, stream, before) =
+        match prepare(state, &plan, &hooks, &ctx, &parts.headers, bytes).await? {
+            Prepared::Send {
+                body,
+                stream,
+                hook_results,
+            } => (body, stream, hook_results),
+            Prepared::Answer(response) => return Ok(with_routing_headers(response, &plan)),
+        };
     let provider = plan.target.provider.clone();
     span.record("gen_ai.provider.name", provider.slug());
 
@@ -308,7 +311,6 @@ async fn prepare(
     let send = |body: Bytes| Prepared::Send {
         body,
         stream: false,
-        model: None,
         hook_results: None,
     };
     match ctx.endpoint.body_kind() {
@@ -340,7 +342,6 @@ async fn prepare(
         }
         return Ok(Prepared::Send {
             stream: peek.stream.unwrap_or(false),
-            model: peek.model.map(|m| m.into_owned()),
             body: bytes,
             hook_results: None,
         });
@@ -360,9 +361,8 @@ async fn prepare(
     } else {
         None
     };
-    let model = map.get("model").and_then(Value::as_str).map(str::to_owned);
-    if let Some(model) = &model {
-        tracing::Span::current().record("gen_ai.request.model", model.as_str());
+    if let Some(model) = map.get("model").and_then(Value::as_str) {
+        tracing::Span::current().record("gen_ai.request.model", model);
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // Unknown fields and their order are kept (serde_json's preserve_order).
@@ -373,7 +373,6 @@ async fn prepare(
     Ok(Prepared::Send {
         body,
         stream,
-        model,
         hook_results,
     })
 }
