@@ -3,6 +3,7 @@
 //! binary against it ([`gateway`]). The tests are in `tests/tests/`; the load
 //! harness is `src/bin/loadtest.rs`.
 
+pub mod examples;
 pub mod gateway;
 pub mod mock;
 
