@@ -2,8 +2,12 @@
 //! upstream, in one run.
 //!
 //! ```text
-//! cargo build --release -p sluice && cargo run --release -p sluice-tests --bin loadtest -- [--seconds 10] [--concurrency 1,16]
+//! cargo build --release -p sluice && cargo run --release -p sluice-tests --bin loadtest -- [--seconds 10] [--concurrency 1,16] [--guardrails 2]
 //! ```
+//!
+//! With `--guardrails N`, each concurrency also runs through the gateway with N
+//! before-request guardrail hooks (the built-in `blocklist` plugin, passing) and
+//! reports the CPU per request against plain passthrough.
 //!
 //! It starts a fast mock upstream in-process and the real `sluice` binary (the
 //! release build next to this executable, or `$SLUICE_BIN`), then for each
@@ -21,18 +25,21 @@ const BODY: &str = r#"{"model":"gpt-load","messages":[{"role":"system","content"
 struct Args {
     seconds: u64,
     concurrency: Vec<usize>,
+    guardrails: usize,
 }
 
 fn args() -> Result<Args> {
     let mut out = Args {
         seconds: 10,
         concurrency: vec![1, 16],
+        guardrails: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let v = it.next().with_context(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--seconds" => out.seconds = v.parse()?,
+            "--guardrails" => out.guardrails = v.parse()?,
             "--concurrency" => {
                 out.concurrency = v.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
@@ -198,9 +205,21 @@ fn main() -> Result<()> {
             ("x-portkey-provider", "mock"),
             ("authorization", "Bearer sk-load"),
         ];
-        // Warm both paths (connection pools, allocator).
+        let hooks: Vec<serde_json::Value> = (0..args.guardrails)
+            .map(|i| serde_json::json!({"id": format!("g{i}"), "deny": true, "blocklist": {"words": ["forbidden"]}}))
+            .collect();
+        let guarded_config =
+            serde_json::json!({"provider": "mock", "input_guardrails": hooks}).to_string();
+        let guarded = [
+            ("x-portkey-config", guarded_config.as_str()),
+            ("authorization", "Bearer sk-load"),
+        ];
+        // Warm every path (connection pools, allocator, plugin instances).
         drive(&direct_url, &[], 4, 1).await;
         drive(&gw_url, &headers, 4, 1).await;
+        if args.guardrails > 0 {
+            drive(&gw_url, &guarded, 4, 1).await;
+        }
 
         println!();
         // "harness CPU/req" is this process (load generator + mock upstream): a
@@ -244,6 +263,22 @@ fn main() -> Result<()> {
                 ms(through.pct(0.5).saturating_sub(direct.pct(0.5))),
                 ms(through.pct(0.99).saturating_sub(direct.pct(0.99))),
             );
+            if args.guardrails > 0 {
+                let (u0, s0) = cpu_split(gw.pid())?;
+                let run = drive(&gw_url, &guarded, c, args.seconds).await;
+                let (u1, s1) = cpu_split(gw.pid())?;
+                let guarded_per_req =
+                    ((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6;
+                println!(
+                    "| {c} | gateway + {} guardrails | {:.0} | {} | {} | {} | {guarded_per_req:.1} µs ({:.2}x plain) | | |",
+                    args.guardrails,
+                    run.rps(),
+                    ms(run.pct(0.5)),
+                    ms(run.pct(0.99)),
+                    run.errors,
+                    guarded_per_req / per_req.max(1e-9),
+                );
+            }
         }
         let (rss, peak) = rss_mib(gw.pid())?;
         println!();
