@@ -31,10 +31,21 @@ fn input(bytes: usize) -> CheckInput {
     }
 }
 
-fn plugin(engine: &PluginEngine, rt: &tokio::runtime::Runtime, path: &PathBuf, limits: Limits) -> Plugin {
+fn plugin(
+    engine: &PluginEngine,
+    rt: &tokio::runtime::Runtime,
+    path: &PathBuf,
+    limits: Limits,
+) -> Plugin {
     let bytes = std::fs::read(path).expect("component");
-    rt.block_on(load(engine, "bench", &bytes, Source::File(path.clone()), limits))
-        .expect("load")
+    rt.block_on(load(
+        engine,
+        "bench",
+        &bytes,
+        Source::File(path.clone()),
+        limits,
+    ))
+    .expect("load")
 }
 
 fn bench(c: &mut Criterion) {
@@ -66,7 +77,10 @@ fn bench(c: &mut Criterion) {
         for kb in [1usize, 64] {
             let input = input(kb * 1024);
             group.bench_function(format!("{lang}/{kb}KB"), |b| {
-                b.iter(|| rt.block_on(p.check(config, black_box(&input))).expect("check"))
+                b.iter(|| {
+                    rt.block_on(p.check(config, black_box(&input)))
+                        .expect("check")
+                })
             });
         }
     }

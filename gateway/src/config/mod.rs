@@ -4,6 +4,7 @@
 //! defaults filled in, every problem reported with its path. Nothing here does
 //! I/O beyond reading the file it is given.
 
+mod hooks;
 pub mod plugins;
 pub mod reader;
 pub mod routing;

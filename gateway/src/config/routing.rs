@@ -152,16 +152,7 @@ pub struct Cache {
     pub max_age_s: Option<u64>,
 }
 
-/// Hook lists, shape-checked here; their semantics belong to `guardrails`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Hooks {
-    pub before_request_hooks: Option<Vec<Value>>,
-    pub after_request_hooks: Option<Vec<Value>>,
-    pub input_guardrails: Option<Vec<Value>>,
-    pub output_guardrails: Option<Vec<Value>>,
-    pub input_mutators: Option<Vec<Value>>,
-    pub output_mutators: Option<Vec<Value>>,
-}
+pub use super::hooks::{CheckSpec, HookSpec, Hooks};
 
 /// Parses and validates a config from its JSON text.
 pub fn parse_json(
@@ -435,13 +426,19 @@ fn hooks(p: &mut Problems, o: &Obj<'_, '_>) -> Hooks {
         }
         Some(items.clone())
     };
+    let before = [
+        full(p, "before_request_hooks"),
+        short(p, "input_guardrails"),
+        short(p, "input_mutators"),
+    ];
+    let after = [
+        full(p, "after_request_hooks"),
+        short(p, "output_guardrails"),
+        short(p, "output_mutators"),
+    ];
     Hooks {
-        before_request_hooks: full(p, "before_request_hooks"),
-        after_request_hooks: full(p, "after_request_hooks"),
-        input_guardrails: short(p, "input_guardrails"),
-        output_guardrails: short(p, "output_guardrails"),
-        input_mutators: short(p, "input_mutators"),
-        output_mutators: short(p, "output_mutators"),
+        before: super::hooks::stage(&before.each_ref().map(Option::as_ref), "before_request"),
+        after: super::hooks::stage(&after.each_ref().map(Option::as_ref), "after_request"),
     }
 }
 

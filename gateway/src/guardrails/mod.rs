@@ -2,10 +2,11 @@
 //!
 //! A config's `before_request_hooks` / `input_guardrails` run on the request
 //! before it leaves; `after_request_hooks` / `output_guardrails` on a complete
-//! 2xx answer before it returns (streamed answers are not checked yet). Hooks of
-//! a stage run in parallel, and so do the checks in a hook. A check names a
-//! guardrail plugin by its name (`default.` may prefix it); its `parameters` are
-//! the plugin's configuration, validated by the plugin once per plugin version.
+//! 2xx answer before it returns (streamed answers are not checked yet); the
+//! config module reads the hook lists into [`Hooks`]. Hooks of a stage run in
+//! parallel, and so do the checks in a hook. A check names a guardrail plugin by
+//! its name (`default.` may prefix it); its `parameters` are the plugin's
+//! configuration, validated by the plugin once per plugin version.
 //!
 //! Verdicts as Portkey's: a failed hook with `deny: true` answers 446 with
 //! `hook_results` (no upstream call for a before hook); a failed hook without
@@ -28,7 +29,7 @@ use serde_json::{Map, Value, json};
 
 pub use segments::Segments;
 
-use crate::config::routing::Hooks;
+use crate::config::routing::{CheckSpec, HookSpec, Hooks};
 use crate::plugins::{self, CheckInput, Kind, Outcome};
 use crate::providers::Endpoint;
 
@@ -36,148 +37,6 @@ use crate::providers::Endpoint;
 pub const DENIED: u16 = 446;
 /// Portkey's status when checks failed without deny.
 pub const FAILED_WITHOUT_DENY: u16 = 246;
-
-/// One check of a hook.
-#[derive(Debug, Clone, PartialEq)]
-struct Check {
-    id: String,
-    parameters: String,
-}
-
-/// One hook, from the config.
-#[derive(Debug, Clone, PartialEq)]
-struct Hook {
-    id: String,
-    deny: bool,
-    fail_closed: bool,
-    checks: Vec<Check>,
-}
-
-const HOOK_KEYS: &[&str] = &[
-    "id",
-    "type",
-    "deny",
-    "async",
-    "sequential",
-    "on_fail",
-    "on_success",
-    "on_error",
-    "checks",
-    "name",
-];
-
-fn hook_from(value: &Value, index: usize, stage: &str) -> Option<Hook> {
-    let default_id = format!("{stage}_{index}");
-    match value {
-        // A bare check id (shorthand).
-        Value::String(id) => Some(Hook {
-            id: default_id,
-            deny: false,
-            fail_closed: false,
-            checks: vec![Check {
-                id: id.clone(),
-                parameters: "{}".into(),
-            }],
-        }),
-        Value::Object(o) => {
-            let deny = o.get("deny").and_then(Value::as_bool).unwrap_or(false);
-            let fail_closed = match o.get("on_error").and_then(Value::as_str) {
-                Some("fail-open") => false,
-                Some("fail-closed") => true,
-                _ => deny,
-            };
-            let mut checks = Vec::new();
-            if let Some(list) = o.get("checks").and_then(Value::as_array) {
-                for c in list {
-                    if let Some(id) = c.get("id").and_then(Value::as_str) {
-                        checks.push(Check {
-                            id: id.to_owned(),
-                            parameters: c
-                                .get("parameters")
-                                .map_or_else(|| "{}".to_owned(), Value::to_string),
-                        });
-                    }
-                }
-            } else {
-                // Shorthand object: every key that is not a hook setting is a check.
-                for (k, v) in o {
-                    if !HOOK_KEYS.contains(&k.as_str()) {
-                        checks.push(Check {
-                            id: k.clone(),
-                            parameters: v.to_string(),
-                        });
-                    }
-                }
-            }
-            Some(Hook {
-                id: o
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map_or(default_id, str::to_owned),
-                deny,
-                fail_closed,
-                checks,
-            })
-        }
-        _ => None,
-    }
-}
-
-fn hooks_of(lists: [&Option<Vec<Value>>; 2], stage: &str) -> Vec<Hook> {
-    lists
-        .into_iter()
-        .flatten()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, v)| hook_from(v, i, stage))
-        .collect()
-}
-
-/// The hooks of a config for each stage.
-#[derive(Debug, Clone, Default)]
-pub struct StageHooks {
-    before: Vec<Hook>,
-    after: Vec<Hook>,
-}
-
-impl StageHooks {
-    pub fn from_config(h: &Hooks) -> Self {
-        Self {
-            before: hooks_of(
-                [&h.before_request_hooks, &h.input_guardrails],
-                "before_request",
-            ),
-            after: hooks_of(
-                [&h.after_request_hooks, &h.output_guardrails],
-                "after_request",
-            ),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.before.is_empty() && self.after.is_empty()
-    }
-
-    pub fn has_before(&self) -> bool {
-        !self.before.is_empty()
-    }
-
-    pub fn has_after(&self) -> bool {
-        !self.after.is_empty()
-    }
-
-    /// Every check: (plugin name, parameters).
-    pub fn checks(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.before.iter().chain(&self.after).flat_map(|h| {
-            h.checks.iter().map(|c| {
-                (
-                    c.id.strip_prefix("default.").unwrap_or(&c.id),
-                    c.parameters.as_str(),
-                )
-            })
-        })
-    }
-}
 
 /// What a request's context gives the checks.
 #[derive(Debug)]
@@ -191,9 +50,11 @@ pub struct Context<'a> {
 #[derive(Debug, Default)]
 pub struct StageResult {
     /// Portkey's `hook_results` entries.
-    pub results: Vec<Value>,
+    pub results: Vec<HookResult>,
     pub denied: bool,
     pub failed: bool,
+    /// A guardrail rewrote the body's text.
+    pub rewritten: bool,
 }
 
 /// Whether guardrails apply to an endpoint (chat, completions, embeddings).
@@ -205,22 +66,22 @@ pub fn applies(endpoint: Endpoint, after: bool) -> bool {
     }
 }
 
-/// Runs a stage's hooks on `body` (the request, or the answer after it), applying
-/// rewrites to it.
-async fn run(
-    registry: &plugins::Registry,
-    hooks: &[Hook],
-    after: bool,
+/// Whether any check of `hooks` asked for the whole body.
+fn wants_body(registry: &plugins::Registry, hooks: &[HookSpec]) -> bool {
+    hooks
+        .iter()
+        .flat_map(|h| &h.checks)
+        .any(|c| registry.get(&c.plugin).is_some_and(|p| p.info.wants_body))
+}
+
+fn input(
     ctx: &Context<'_>,
-    body: &mut Map<String, Value>,
-) -> StageResult {
-    let segments = if after {
-        Segments::of_response(body)
-    } else {
-        Segments::of_request(body)
-    };
-    let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
-    let input = CheckInput {
+    after: bool,
+    model: Option<String>,
+    segments: Vec<(String, String)>,
+    body: Option<String>,
+) -> CheckInput {
+    CheckInput {
         after_response: after,
         endpoint: ctx.endpoint,
         provider: ctx.provider.to_owned(),
@@ -235,10 +96,18 @@ async fn run(
                 )
             })
             .collect(),
-        segments: segments.items.clone(),
-        body: Some(Value::Object(body.clone()).to_string()),
-    };
-    let runs = hooks.iter().map(|hook| run_hook(registry, hook, &input));
+        segments,
+        body,
+    }
+}
+
+/// Runs a stage's hooks on one input; returns the results and the last rewrite.
+async fn run(
+    registry: &plugins::Registry,
+    hooks: &[HookSpec],
+    input: &CheckInput,
+) -> (StageResult, Option<Vec<String>>) {
+    let runs = hooks.iter().map(|hook| run_hook(registry, hook, input));
     let outcomes = join_all(runs).await;
     let mut stage = StageResult::default();
     let mut rewrite: Option<Vec<String>> = None;
@@ -252,19 +121,79 @@ async fn run(
         }
         stage.results.push(result);
     }
+    stage.rewritten = rewrite.is_some();
+    (stage, rewrite)
+}
+
+/// Runs a stage's hooks on a parsed body (the request, or the answer after it),
+/// applying a rewrite to it.
+async fn run_on_map(
+    registry: &plugins::Registry,
+    hooks: &[HookSpec],
+    after: bool,
+    ctx: &Context<'_>,
+    body: &mut Map<String, Value>,
+) -> StageResult {
+    let segments = if after {
+        Segments::of_response(body)
+    } else {
+        Segments::of_request(body)
+    };
+    let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    let whole = wants_body(registry, hooks).then(|| Value::Object(body.clone()).to_string());
+    let input = input(ctx, after, model, segments.items.clone(), whole);
+    let (stage, rewrite) = run(registry, hooks, &input).await;
     if let Some(texts) = rewrite {
         segments.apply(body, &texts);
     }
     stage
 }
 
+/// One hook's entry in Portkey's `hook_results`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HookResult {
+    pub id: String,
+    pub verdict: bool,
+    pub deny: bool,
+    pub checks: Vec<CheckResult>,
+    /// Milliseconds.
+    pub execution_time: u64,
+}
+
+/// One check's entry in a hook's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckResult {
+    pub id: String,
+    pub verdict: bool,
+    /// Why it failed, in the plugin's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    /// The plugin rewrote the text.
+    pub transformed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// The plugin failed to run (trap, timeout, missing, bad parameters).
+    pub error: Option<String>,
+    /// Milliseconds.
+    pub execution_time: u64,
+}
+
+/// Both stages' results, as they appear in an answer.
+#[derive(serde::Serialize)]
+pub struct HookResults<'a> {
+    pub before_request_hooks: &'a [HookResult],
+    pub after_request_hooks: &'a [HookResult],
+}
+
 /// One hook: its checks in parallel. Returns its result, its verdict and the
 /// last rewrite among its checks.
 async fn run_hook(
     registry: &plugins::Registry,
-    hook: &Hook,
+    hook: &HookSpec,
     input: &CheckInput,
-) -> (Value, bool, Option<Vec<String>>) {
+) -> (HookResult, bool, Option<Vec<String>>) {
     let started = Instant::now();
     let checks = hook
         .checks
@@ -273,34 +202,33 @@ async fn run_hook(
     let results = join_all(checks).await;
     let mut verdict = true;
     let mut rewrite = None;
-    let mut checks_json = Vec::new();
-    for (json, ok, texts) in results {
-        verdict &= ok;
+    let mut checks = Vec::with_capacity(results.len());
+    for (result, texts) in results {
+        verdict &= result.verdict;
         if texts.is_some() {
             rewrite = texts;
         }
-        checks_json.push(json);
+        checks.push(result);
     }
-    let result = json!({
-        "id": hook.id,
-        "verdict": verdict,
-        "deny": hook.deny,
-        "checks": checks_json,
-        "execution_time": started.elapsed().as_millis() as u64,
-    });
+    let result = HookResult {
+        id: hook.id.clone(),
+        verdict,
+        deny: hook.deny,
+        checks,
+        execution_time: started.elapsed().as_millis() as u64,
+    };
     (result, verdict, rewrite)
 }
 
 async fn run_check(
     registry: &plugins::Registry,
-    hook: &Hook,
-    check: &Check,
+    hook: &HookSpec,
+    check: &CheckSpec,
     input: &CheckInput,
-) -> (Value, bool, Option<Vec<String>>) {
+) -> (CheckResult, Option<Vec<String>>) {
     let started = Instant::now();
-    let name = check.id.strip_prefix("default.").unwrap_or(&check.id);
     let outcome = async {
-        let plugin = registry.get_kind(name, Kind::Guardrail)?;
+        let plugin = registry.get_kind(&check.plugin, Kind::Guardrail)?;
         plugin.ensure_valid(&check.parameters).await?;
         plugin.check(&check.parameters, input).await
     }
@@ -313,54 +241,79 @@ async fn run_check(
                 Outcome::Fail { reason, deny: _ } => (false, Some(reason), None),
                 Outcome::Rewrite(texts) => (true, None, Some(texts)),
             };
-            let json = json!({
-                "id": check.id,
-                "verdict": ok,
-                "explanation": reason,
-                "transformed": texts.is_some(),
-                "score": v.score,
-                "data": v.data,
-                "error": null,
-                "execution_time": ms,
-            });
-            (json, ok, texts)
+            let result = CheckResult {
+                id: check.id.clone(),
+                verdict: ok,
+                explanation: reason,
+                transformed: texts.is_some(),
+                score: v.score,
+                data: v.data,
+                error: None,
+                execution_time: ms,
+            };
+            (result, texts)
         }
         Err(e) => {
             tracing::warn!(check = %check.id, error = %e, "guardrail check failed to run");
-            let ok = !hook.fail_closed;
-            let json = json!({
-                "id": check.id,
-                "verdict": ok,
-                "error": e.to_string(),
-                "execution_time": ms,
-            });
-            (json, ok, None)
+            let result = CheckResult {
+                id: check.id.clone(),
+                verdict: !hook.fail_closed,
+                explanation: None,
+                transformed: false,
+                score: None,
+                data: None,
+                error: Some(e.to_string()),
+                execution_time: ms,
+            };
+            (result, None)
         }
     }
 }
 
-/// Runs the before-request hooks.
+/// Runs the before-request hooks on a parsed request, applying rewrites to it.
 pub async fn before_request(
     registry: &plugins::Registry,
-    hooks: &StageHooks,
+    hooks: &Hooks,
     ctx: &Context<'_>,
     body: &mut Map<String, Value>,
 ) -> StageResult {
-    run(registry, &hooks.before, false, ctx, body).await
+    run_on_map(registry, &hooks.before, false, ctx, body).await
+}
+
+/// Runs the before-request hooks on the request's bytes: only the text is read
+/// (no full parse); the body is parsed and rewritten only when a guardrail
+/// rewrote the text, and then returned.
+pub async fn before_request_bytes(
+    registry: &plugins::Registry,
+    hooks: &Hooks,
+    ctx: &Context<'_>,
+    bytes: &[u8],
+) -> Result<(StageResult, Option<Map<String, Value>>), crate::GatewayError> {
+    let text = segments::RequestText::read(bytes)?;
+    let whole =
+        wants_body(registry, &hooks.before).then(|| String::from_utf8_lossy(bytes).into_owned());
+    let input = input(ctx, false, text.model, text.segments, whole);
+    let (stage, rewrite) = run(registry, &hooks.before, &input).await;
+    let Some(texts) = rewrite else {
+        return Ok((stage, None));
+    };
+    let mut map = crate::providers::body::parse_object(bytes)?;
+    Segments::of_request(&map).apply(&mut map, &texts);
+    Ok((stage, Some(map)))
 }
 
 /// Runs the after-response hooks.
 pub async fn after_response(
     registry: &plugins::Registry,
-    hooks: &StageHooks,
+    hooks: &Hooks,
     ctx: &Context<'_>,
     body: &mut Map<String, Value>,
 ) -> StageResult {
-    run(registry, &hooks.after, true, ctx, body).await
+    run_on_map(registry, &hooks.after, true, ctx, body).await
 }
 
 /// Portkey's 446 answer.
-pub fn denied_body(before: &[Value], after: &[Value]) -> Value {
+pub fn denied_body(before: &[HookResult], after: &[HookResult]) -> Value {
     json!({
         "error": {
             "message": "The guardrail checks defined in the config failed. You can find more information in the `hook_results` object.",
@@ -380,33 +333,4 @@ pub fn denied_status() -> StatusCode {
 /// 246.
 pub fn failed_status() -> StatusCode {
     StatusCode::from_u16(FAILED_WITHOUT_DENY).unwrap_or(StatusCode::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hooks_in_full_and_shorthand_forms() {
-        let h = Hooks {
-            before_request_hooks: Some(vec![
-                json!({"id": "g1", "deny": true, "checks": [{"id": "blocklist", "parameters": {"words": ["x"]}}]}),
-            ]),
-            input_guardrails: Some(vec![
-                json!("chaos"),
-                json!({"default.blocklist": {"words": ["y"]}, "deny": false, "on_error": "fail-closed"}),
-            ]),
-            ..Hooks::default()
-        };
-        let s = StageHooks::from_config(&h);
-        assert!(s.has_before() && !s.has_after());
-        assert_eq!(s.before.len(), 3);
-        assert_eq!(s.before[0].id, "g1");
-        assert!(s.before[0].deny && s.before[0].fail_closed);
-        assert_eq!(s.before[0].checks[0].parameters, r#"{"words":["x"]}"#);
-        assert_eq!(s.before[1].checks[0].id, "chaos");
-        assert!(!s.before[1].fail_closed);
-        assert_eq!(s.before[2].checks[0].id, "default.blocklist");
-        assert!(s.before[2].fail_closed && !s.before[2].deny);
-    }
 }

@@ -2,7 +2,105 @@
 //! segments, each with where it came from, so a guardrail's rewrite can be put
 //! back in place.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::GatewayError;
+
+/// A request's model and text, read straight from its bytes: strings are
+/// borrowed where they need no unescaping, and every other field is skipped
+/// unparsed. Yields the same segments, in the same order, as
+/// [`Segments::of_request`] on the parsed body.
+#[derive(Debug, Default)]
+pub struct RequestText {
+    pub model: Option<String>,
+    pub segments: Vec<(String, String)>,
+}
+
+#[derive(Deserialize)]
+struct Shape<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<Message<'a>>>,
+    #[serde(borrow, default)]
+    prompt: Option<Texts<'a>>,
+    #[serde(borrow, default)]
+    input: Option<Texts<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<Texts<'a>>,
+}
+
+/// A string, or a list of strings and content parts (anything else is skipped).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Texts<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Item<'a>>),
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Part {
+        #[serde(borrow, default)]
+        text: Option<Cow<'a, str>>,
+    },
+    Other(serde::de::IgnoredAny),
+}
+
+impl RequestText {
+    /// Reads a JSON request body.
+    pub fn read(bytes: &[u8]) -> Result<Self, GatewayError> {
+        let shape: Shape<'_> = serde_json::from_slice(bytes).map_err(|e| {
+            GatewayError::MalformedBody(format!(
+                "the body is not a JSON object of the expected shape: {e}"
+            ))
+        })?;
+        let mut out = Self {
+            model: shape.model.map(Cow::into_owned),
+            segments: Vec::new(),
+        };
+        for m in shape.messages.into_iter().flatten() {
+            let role = m.role.as_deref().unwrap_or("user");
+            match m.content {
+                Some(Texts::One(t)) => out.segments.push((role.to_owned(), t.into_owned())),
+                Some(Texts::Many(parts)) => {
+                    for part in parts {
+                        if let Item::Part { text: Some(t) } = part {
+                            out.segments.push((role.to_owned(), t.into_owned()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for texts in [shape.prompt, shape.input].into_iter().flatten() {
+            match texts {
+                Texts::One(t) => out.segments.push(("user".to_owned(), t.into_owned())),
+                Texts::Many(items) => {
+                    for item in items {
+                        if let Item::Text(t) = item {
+                            out.segments.push(("user".to_owned(), t.into_owned()));
+                        }
+                    }
+                }
+                Texts::Other(_) => {}
+            }
+        }
+        Ok(out)
+    }
+}
 
 /// Where a segment's text lives in the body.
 #[derive(Debug, Clone, PartialEq)]

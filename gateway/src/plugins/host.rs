@@ -55,10 +55,11 @@ pub async fn check_config(
     let mut problems = Vec::new();
     let mut stack = vec![(format!("configs.{name}"), &config.root)];
     while let Some((path, node)) = stack.pop() {
-        let hooks = crate::guardrails::StageHooks::from_config(&node.inherit.hooks);
-        let mut uses: Vec<(Kind, String, String)> = hooks
+        let mut uses: Vec<(Kind, String, String)> = node
+            .inherit
+            .hooks
             .checks()
-            .map(|(id, params)| (Kind::Guardrail, id.to_owned(), params.to_owned()))
+            .map(|c| (Kind::Guardrail, c.plugin.clone(), c.parameters.clone()))
             .collect();
         if let Some(s) = &node.strategy
             && let Some(router) = &s.router

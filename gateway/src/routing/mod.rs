@@ -364,7 +364,7 @@ pub fn inherit(parent: &Inherited, child: &Inherited) -> Inherited {
             .strict_open_ai_compliance
             .or(parent.strict_open_ai_compliance),
         override_params,
-        hooks: if child.hooks == routing::Hooks::default() {
+        hooks: if child.hooks.is_empty() {
             parent.hooks.clone()
         } else {
             child.hooks.clone()

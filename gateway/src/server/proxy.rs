@@ -27,7 +27,8 @@ use tokio::time::Instant;
 use super::relay;
 use super::{AppState, RequestInfo};
 use crate::GatewayError;
-use crate::guardrails::{self, StageHooks, StageResult};
+use crate::config::routing::Hooks;
+use crate::guardrails::{self, StageResult};
 use crate::providers::{BodyKind, Endpoint, body};
 use crate::routing::{self, Plan};
 
@@ -74,7 +75,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     if plan.router.is_none() {
         plan.target.provider.require(endpoint)?;
     }
-    let hooks = StageHooks::from_config(&plan.hooks);
+    let hooks = plan.hooks.clone();
 
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
     if plan.router.is_some() {
@@ -169,6 +170,30 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     Ok(with_routing_headers(response, &plan))
 }
 
+/// A JSON object's text with one more member, without parsing it again (the
+/// answer was checked to be JSON by the relay). Not an object: left as it is.
+fn with_member(object: &[u8], key: &str, value: &[u8]) -> Vec<u8> {
+    let end = object.iter().rposition(|b| !b.is_ascii_whitespace());
+    let start = object.iter().position(|b| !b.is_ascii_whitespace());
+    let (Some(start), Some(end)) = (start, end) else {
+        return object.to_vec();
+    };
+    if object[start] != b'{' || object[end] != b'}' {
+        return object.to_vec();
+    }
+    let empty = object[start + 1..end].iter().all(u8::is_ascii_whitespace);
+    let mut out = Vec::with_capacity(object.len() + 256);
+    out.extend_from_slice(&object[..end]);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(Value::String(key.to_owned()).to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(value);
+    out.extend_from_slice(&object[end..]);
+    out
+}
+
 fn ctx_of<'a>(
     endpoint: Endpoint,
     provider: &'a Arc<dyn crate::providers::Provider>,
@@ -185,7 +210,7 @@ fn ctx_of<'a>(
 /// `hook_results` in the body and 246 when checks failed without deny.
 async fn after_hooks(
     state: &AppState,
-    hooks: &StageHooks,
+    hooks: &Hooks,
     ctx: &guardrails::Context<'_>,
     stream: bool,
     before: Option<StageResult>,
@@ -211,31 +236,39 @@ async fn after_hooks(
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| GatewayError::Internal(format!("cannot re-read the answer: {e}")))?;
-    let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok(Response::from_parts(parts, Body::from(bytes)));
-    };
-    let after = if hooks.has_after() && guardrails::applies(ctx.endpoint, true) {
-        guardrails::after_response(&state.plugins, hooks, ctx, &mut answer).await
+    let run_after = !hooks.after.is_empty() && guardrails::applies(ctx.endpoint, true);
+    let (after, answer) = if run_after {
+        let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Ok(Response::from_parts(parts, Body::from(bytes)));
+        };
+        let after = guardrails::after_response(&state.plugins, hooks, ctx, &mut answer).await;
+        let rewritten = after.rewritten;
+        (after, rewritten.then_some(answer))
     } else {
-        StageResult::default()
+        (StageResult::default(), None)
     };
     if after.denied {
         let body = guardrails::denied_body(&before.results, &after.results);
         return Ok((guardrails::denied_status(), axum::Json(body)).into_response());
     }
-    answer.insert(
-        "hook_results".into(),
-        serde_json::json!({
-            "before_request_hooks": before.results,
-            "after_request_hooks": after.results,
-        }),
-    );
     if before.failed || after.failed {
         parts.status = guardrails::failed_status();
     }
+    let results = guardrails::HookResults {
+        before_request_hooks: &before.results,
+        after_request_hooks: &after.results,
+    };
+    let body = match answer {
+        Some(mut answer) => {
+            let results = serde_json::to_value(&results)
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            answer.insert("hook_results".into(), results);
+            serde_json::to_vec(&Value::Object(answer))
+        }
+        None => serde_json::to_vec(&results).map(|r| with_member(&bytes, "hook_results", &r)),
+    }
+    .map_err(|e| GatewayError::Internal(e.to_string()))?;
     parts.headers.remove(CONTENT_LENGTH);
-    let body = serde_json::to_vec(&Value::Object(answer))
-        .map_err(|e| GatewayError::Internal(e.to_string()))?;
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
@@ -303,7 +336,7 @@ async fn read_body(
 async fn prepare(
     state: &AppState,
     plan: &Plan,
-    hooks: &StageHooks,
+    hooks: &Hooks,
     ctx: &guardrails::Context<'_>,
     headers: &http::HeaderMap,
     bytes: Bytes,
@@ -332,7 +365,7 @@ async fn prepare(
     }
 
     let overrides = &plan.target.override_params;
-    let run_hooks = hooks.has_before() && guardrails::applies(ctx.endpoint, false);
+    let run_hooks = !hooks.before.is_empty() && guardrails::applies(ctx.endpoint, false);
     if overrides.is_empty() && !run_hooks {
         // The common case: nothing changes the body, so it is only checked and
         // peeked at (model, stream), then sent byte for byte.
@@ -344,6 +377,36 @@ async fn prepare(
             stream: peek.stream.unwrap_or(false),
             body: bytes,
             hook_results: None,
+        });
+    }
+
+    if overrides.is_empty() {
+        // Checks only read the text: the body is parsed whole only if a
+        // guardrail rewrote it; otherwise the client's bytes go as they came.
+        let peek = body::peek(&bytes)?;
+        if let Some(model) = &peek.model {
+            tracing::Span::current().record("gen_ai.request.model", model.as_ref());
+        }
+        let stream = peek.stream.unwrap_or(false);
+        let (result, rewritten) =
+            guardrails::before_request_bytes(&state.plugins, hooks, ctx, &bytes).await?;
+        if result.denied {
+            let body = guardrails::denied_body(&result.results, &[]);
+            return Ok(Prepared::Answer(
+                (guardrails::denied_status(), axum::Json(body)).into_response(),
+            ));
+        }
+        let body = match rewritten {
+            Some(map) => Bytes::from(
+                serde_json::to_vec(&Value::Object(map))
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?,
+            ),
+            None => bytes,
+        };
+        return Ok(Prepared::Send {
+            body,
+            stream,
+            hook_results: Some(result),
         });
     }
 
@@ -386,4 +449,23 @@ fn with_routing_headers(mut response: Response, plan: &Plan) -> Response {
         headers.insert("x-portkey-last-used-option-index", path);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_is_spliced_into_an_object() {
+        let v = br#"{"a":[1]}"#;
+        let out = with_member(b" {\"x\": 1}\n", "k", v);
+        let parsed: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(parsed, serde_json::json!({"x": 1, "k": {"a": [1]}}));
+        let out = with_member(b"{ }", "k", v);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).ok(),
+            Some(serde_json::json!({"k": {"a": [1]}}))
+        );
+        assert_eq!(with_member(b"[1]", "k", v), b"[1]");
+    }
 }

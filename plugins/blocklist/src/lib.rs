@@ -65,7 +65,14 @@ impl Guardrail for Blocklist {
 }
 
 fn fold(s: &str, case_sensitive: bool) -> String {
-    if case_sensitive { s.to_owned() } else { s.to_lowercase() }
+    if case_sensitive {
+        s.to_owned()
+    } else if s.is_ascii() {
+        // The common case, without Unicode case tables.
+        s.to_ascii_lowercase()
+    } else {
+        s.to_lowercase()
+    }
 }
 
 /// Byte ranges of whole-word matches of `word` in `hay`.
