@@ -24,19 +24,5 @@ const BUILTINS: &[Plugin] = &[
 
 fn main() {
     let built = build_support::build(BUILTINS);
-    let mut table = String::from(
-        "/// (name, component) of every built-in plugin.\npub const BUILTINS: &[(&str, &[u8])] = &[\n",
-    );
-    for (name, path) in &built {
-        table.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            path.display().to_string()
-        ));
-    }
-    table.push_str("];\n");
-    let out =
-        std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("builtins.rs");
-    if let Err(e) = std::fs::write(&out, table) {
-        panic!("cannot write {}: {e}", out.display());
-    }
+    build_support::write_out("builtins.rs", &built, true);
 }

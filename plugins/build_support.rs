@@ -183,3 +183,31 @@ fn scrub(cmd: &mut Command) {
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", "");
 }
+
+/// Writes `OUT_DIR/file` with one `pub const` path per built plugin (`consts`)
+/// or an embedded table of them (`table`).
+pub fn write_out(file: &str, built: &[(String, PathBuf)], embed: bool) {
+    let mut out = String::new();
+    if embed {
+        out.push_str("/// (name, component) of every built-in plugin.\npub const BUILTINS: &[(&str, &[u8])] = &[\n");
+        for (name, path) in built {
+            out.push_str(&format!(
+                "    ({name:?}, include_bytes!({:?})),\n",
+                path.display().to_string()
+            ));
+        }
+        out.push_str("];\n");
+    } else {
+        for (name, path) in built {
+            let ident = name.replace('-', "_").to_uppercase();
+            out.push_str(&format!(
+                "/// The `{name}` component.\npub const {ident}: &str = {:?};\n",
+                path.display().to_string()
+            ));
+        }
+    }
+    let dest = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join(file);
+    if let Err(e) = std::fs::write(&dest, out) {
+        panic!("cannot write {}: {e}", dest.display());
+    }
+}

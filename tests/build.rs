@@ -34,17 +34,5 @@ const FIXTURES: &[Plugin] = &[
 
 fn main() {
     let built = build_support::build(FIXTURES);
-    let mut out = String::new();
-    for (name, path) in &built {
-        let ident = name.replace('-', "_").to_uppercase();
-        out.push_str(&format!(
-            "/// The `{name}` component.\npub const {ident}: &str = {:?};\n",
-            path.display().to_string()
-        ));
-    }
-    let dest =
-        std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("fixtures.rs");
-    if let Err(e) = std::fs::write(&dest, out) {
-        panic!("cannot write {}: {e}", dest.display());
-    }
+    build_support::write_out("fixtures.rs", &built, false);
 }

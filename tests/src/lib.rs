@@ -42,3 +42,31 @@ pub async fn gateway_with_mock(extra: &str) -> (MockUpstream, Gateway) {
     let gw = Gateway::start(&config_with_mock(&mock, extra));
     (mock, gw)
 }
+
+/// A chat request through `gw` with `config` as `x-portkey-config` and one user
+/// message.
+pub async fn chat_with_config(
+    gw: &Gateway,
+    config: &serde_json::Value,
+    text: &str,
+) -> reqwest::Response {
+    client()
+        .post(gw.at("/v1/chat/completions"))
+        .header("x-portkey-config", config.to_string())
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"))
+}
+
+/// `GET /admin/plugins` of `gw`.
+pub async fn admin_plugins(gw: &Gateway) -> serde_json::Value {
+    client()
+        .get(gw.at("/admin/plugins"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("admin: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("admin json: {e}"))
+}

@@ -4,27 +4,16 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock, fixtures};
+use sluice_tests::{
+    Gateway, MockUpstream, admin_plugins, chat_with_config, client, config_with_mock, fixtures,
+};
 
 async fn chat(gw: &Gateway, config: &Value, text: &str) -> reqwest::Response {
-    client()
-        .post(gw.at("/v1/chat/completions"))
-        .header("x-portkey-config", config.to_string())
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .await
-        .expect("send")
+    chat_with_config(gw, config, text).await
 }
 
 async fn admin(gw: &Gateway) -> Value {
-    client()
-        .get(gw.at("/admin/plugins"))
-        .send()
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json")
+    admin_plugins(gw).await
 }
 
 fn plugin<'a>(admin: &'a Value, name: &str) -> Option<&'a Value> {

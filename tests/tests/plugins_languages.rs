@@ -3,16 +3,12 @@
 //! through Portkey's hooks like any other plugin.
 
 use serde_json::{Value, json};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock, examples};
+use sluice_tests::{
+    Gateway, MockUpstream, admin_plugins, chat_with_config, config_with_mock, examples,
+};
 
 async fn chat(gw: &Gateway, config: &Value, text: &str) -> (u16, Value) {
-    let res = client()
-        .post(gw.at("/v1/chat/completions"))
-        .header("x-portkey-config", config.to_string())
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .await
-        .expect("send");
+    let res = chat_with_config(gw, config, text).await;
     let status = res.status().as_u16();
     (status, res.json().await.expect("json"))
 }
@@ -31,14 +27,7 @@ async fn python_javascript_and_c_guardrails_run_in_the_gateway() {
             ("char-limit.wasm", &c.display().to_string()),
         ],
     );
-    let admin: Value = client()
-        .get(gw.at("/admin/plugins"))
-        .send()
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json");
+    let admin = admin_plugins(&gw).await;
     let wasi = |name: &str| {
         admin["plugins"]
             .as_array()
