@@ -30,7 +30,8 @@ if ! "$py/.venv/bin/componentize-py" --version >/dev/null 2>&1; then
     "$py/.venv/bin/pip" install --quiet --disable-pip-version-check componentize-py==0.25.1
 fi
 js=plugins/examples/javascript
-if [ ! -f "$js/node_modules/@bytecodealliance/componentize-js/src/cli.js" ]; then
+# npm ci again whenever the lock file is newer than the installed tree.
+if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
     (cd "$js" && npm ci --no-audit --no-fund --silent)
 fi
 
