@@ -23,40 +23,139 @@ pub struct RequestText {
 struct Shape<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    messages: Option<Vec<Message<'a>>>,
-    #[serde(borrow, default)]
-    prompt: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    input: Option<Texts<'a>>,
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
+    #[serde(default)]
+    prompt: Option<Texts>,
+    #[serde(default)]
+    input: Option<Texts>,
 }
 
 #[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow, default)]
-    role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    content: Option<Texts<'a>>,
+struct Message {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    content: Option<Texts>,
 }
 
-/// A string, or a list of strings and content parts (anything else is skipped).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Texts<'a> {
-    One(#[serde(borrow)] Cow<'a, str>),
-    Many(#[serde(borrow)] Vec<Item<'a>>),
-    Other(serde::de::IgnoredAny),
+/// A string, or a list of strings and content parts; anything else is skipped.
+/// Hand-written rather than `#[serde(untagged)]`, which buffers every value
+/// before trying each variant.
+enum Texts {
+    One(String),
+    Many(Vec<Item>),
+    Other,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Item<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Part {
-        #[serde(borrow, default)]
-        text: Option<Cow<'a, str>>,
-    },
-    Other(serde::de::IgnoredAny),
+enum Item {
+    Text(String),
+    Part { text: Option<String> },
+    Other,
+}
+
+struct TextsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextsVisitor {
+    type Value = Texts;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("text or a list of content parts")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Texts, E> {
+        Ok(Texts::One(v.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Texts, E> {
+        Ok(Texts::One(v))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Texts, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Item>()? {
+            items.push(item);
+        }
+        Ok(Texts::Many(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Texts, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Texts::Other)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Texts, E> {
+        Ok(Texts::Other)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Texts, E> {
+        Ok(Texts::Other)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Texts, E> {
+        Ok(Texts::Other)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Texts, E> {
+        Ok(Texts::Other)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Texts, E> {
+        Ok(Texts::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Texts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextsVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ItemVisitor {
+    type Value = Item;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string or a content part")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Item, E> {
+        Ok(Item::Text(v.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Item, E> {
+        Ok(Item::Text(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut text = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "text" {
+                text = map.next_value::<Option<Texts>>()?.and_then(|t| match t {
+                    Texts::One(s) => Some(s),
+                    _ => None,
+                });
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Item::Part { text })
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Item::Other)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
 }
 
 impl RequestText {
@@ -74,11 +173,11 @@ impl RequestText {
         for m in shape.messages.into_iter().flatten() {
             let role = m.role.as_deref().unwrap_or("user");
             match m.content {
-                Some(Texts::One(t)) => out.segments.push((role.to_owned(), t.into_owned())),
+                Some(Texts::One(t)) => out.segments.push((role.to_owned(), t)),
                 Some(Texts::Many(parts)) => {
                     for part in parts {
                         if let Item::Part { text: Some(t) } = part {
-                            out.segments.push((role.to_owned(), t.into_owned()));
+                            out.segments.push((role.to_owned(), t));
                         }
                     }
                 }
@@ -87,15 +186,15 @@ impl RequestText {
         }
         for texts in [shape.prompt, shape.input].into_iter().flatten() {
             match texts {
-                Texts::One(t) => out.segments.push(("user".to_owned(), t.into_owned())),
+                Texts::One(t) => out.segments.push(("user".to_owned(), t)),
                 Texts::Many(items) => {
                     for item in items {
                         if let Item::Text(t) = item {
-                            out.segments.push(("user".to_owned(), t.into_owned()));
+                            out.segments.push(("user".to_owned(), t));
                         }
                     }
                 }
-                Texts::Other(_) => {}
+                Texts::Other => {}
             }
         }
         Ok(out)
