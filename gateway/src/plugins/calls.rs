@@ -82,6 +82,30 @@ fn pairs(items: &[(String, String)]) -> Vec<types::Pair> {
         .collect()
 }
 
+/// Calls a function of the `meta` interface, which every world exports (each
+/// world's bindings have their own type for it), on a leased instance.
+macro_rules! meta_call {
+    ($plugin:expr, $method:ident $(, $arg:expr)*) => {{
+        macro_rules! on {
+            ($pool:expr) => {{
+                let mut lease = $pool.lease().await?;
+                let inst = &mut lease.instance;
+                let r = inst
+                    .bindings
+                    .sluice_plugin_meta()
+                    .$method(&mut inst.store $(, $arg)*)
+                    .await;
+                $pool.finish(lease, r)?
+            }};
+        }
+        match &$plugin.world {
+            World::Guardrail(p) => on!(p),
+            World::Provider { pool, .. } => on!(pool),
+            World::Router(p) => on!(p),
+        }
+    }};
+}
+
 impl Plugin {
     fn wrong_kind(&self, wanted: Kind) -> PluginError {
         PluginError::WrongKind {
@@ -116,23 +140,7 @@ impl Plugin {
 
     /// `describe()`.
     pub async fn describe(&self) -> Result<Info, PluginError> {
-        macro_rules! describe_on {
-            ($pool:expr) => {{
-                let mut lease = $pool.lease().await?;
-                let inst = &mut lease.instance;
-                let r = inst
-                    .bindings
-                    .sluice_plugin_meta()
-                    .call_describe(&mut inst.store)
-                    .await;
-                $pool.finish(lease, r)?
-            }};
-        }
-        let info = match &self.world {
-            World::Guardrail(p) => describe_on!(p),
-            World::Provider { pool, .. } => describe_on!(pool),
-            World::Router(p) => describe_on!(p),
-        };
+        let info = meta_call!(self, call_describe);
         Ok(Info {
             name: info.name,
             version: info.version,
@@ -149,23 +157,7 @@ impl Plugin {
 
     /// `validate-config(config)`: called once when a config using the plugin loads.
     pub async fn validate_config(&self, config: &str) -> Result<(), PluginError> {
-        macro_rules! validate_on {
-            ($pool:expr) => {{
-                let mut lease = $pool.lease().await?;
-                let inst = &mut lease.instance;
-                let r = inst
-                    .bindings
-                    .sluice_plugin_meta()
-                    .call_validate_config(&mut inst.store, config)
-                    .await;
-                $pool.finish(lease, r)?
-            }};
-        }
-        let result = match &self.world {
-            World::Guardrail(p) => validate_on!(p),
-            World::Provider { pool, .. } => validate_on!(pool),
-            World::Router(p) => validate_on!(p),
-        };
+        let result = meta_call!(self, call_validate_config, config);
         result.map_err(|e| match self.error(e) {
             PluginError::Failed { plugin, detail } => PluginError::InvalidConfig { plugin, detail },
             other => other,

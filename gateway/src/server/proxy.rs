@@ -157,15 +157,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     let response = if hooks.is_empty() {
         response
     } else {
-        after_hooks(
-            state,
-            &hooks,
-            &ctx_of(endpoint, &provider, &metadata),
-            stream,
-            before,
-            response,
-        )
-        .await?
+        after_hooks(state, &hooks, &ctx, stream, before, response).await?
     };
     Ok(with_routing_headers(response, &plan))
 }
@@ -194,16 +186,10 @@ fn with_member(object: &[u8], key: &str, value: &[u8]) -> Vec<u8> {
     out
 }
 
-fn ctx_of<'a>(
-    endpoint: Endpoint,
-    provider: &'a Arc<dyn crate::providers::Provider>,
-    metadata: &'a serde_json::Map<String, Value>,
-) -> guardrails::Context<'a> {
-    guardrails::Context {
-        endpoint,
-        provider: provider.slug(),
-        metadata,
-    }
+/// Portkey's 446 answer when a deny hook failed.
+fn denied(before: &[guardrails::HookResult], after: &[guardrails::HookResult]) -> Response {
+    let body = guardrails::denied_body(before, after);
+    (guardrails::denied_status(), axum::Json(body)).into_response()
 }
 
 /// After the answer: output hooks on a complete 2xx JSON answer, then Portkey's
@@ -248,8 +234,7 @@ async fn after_hooks(
         (StageResult::default(), None)
     };
     if after.denied {
-        let body = guardrails::denied_body(&before.results, &after.results);
-        return Ok((guardrails::denied_status(), axum::Json(body)).into_response());
+        return Ok(denied(&before.results, &after.results));
     }
     if before.failed || after.failed {
         parts.status = guardrails::failed_status();
@@ -391,10 +376,7 @@ async fn prepare(
         let (result, rewritten) =
             guardrails::before_request_bytes(&state.plugins, hooks, ctx, &bytes).await?;
         if result.denied {
-            let body = guardrails::denied_body(&result.results, &[]);
-            return Ok(Prepared::Answer(
-                (guardrails::denied_status(), axum::Json(body)).into_response(),
-            ));
+            return Ok(Prepared::Answer(denied(&result.results, &[])));
         }
         let body = match rewritten {
             Some(map) => Bytes::from(
@@ -415,10 +397,7 @@ async fn prepare(
     let hook_results = if run_hooks {
         let result = guardrails::before_request(&state.plugins, hooks, ctx, &mut map).await;
         if result.denied {
-            let body = guardrails::denied_body(&result.results, &[]);
-            return Ok(Prepared::Answer(
-                (guardrails::denied_status(), axum::Json(body)).into_response(),
-            ));
+            return Ok(Prepared::Answer(denied(&result.results, &[])));
         }
         Some(result)
     } else {

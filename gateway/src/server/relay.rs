@@ -279,13 +279,14 @@ fn sse_body(upstream: reqwest::Response, provider: String) -> Body {
                 Some(Err(e)) => {
                     let detail = describe(&e);
                     tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
-                    let event = openai_error(
-                        &format!("the stream from `{provider}` broke: {detail}"),
-                        "api_error",
-                        None,
+                    // The blank lines end an event the upstream left half-sent.
+                    let mut out = b"\n\n".to_vec();
+                    out.extend_from_slice(&error_event(
+                        &provider,
+                        &detail,
                         "upstream_stream_error",
-                    );
-                    Some((Ok(Bytes::from(format!("\n\ndata: {event}\n\n"))), None))
+                    ));
+                    Some((Ok(Bytes::from(out)), None))
                 }
                 None => None,
             }
