@@ -59,12 +59,16 @@ fn mapping(c: &mut Criterion) {
         })
     });
 
-    let plan = routing::plan(&config, &cache, &plugins, &plain).expect("plan");
-    let azure = routing::plan(&config, &cache, &plugins, &with_config).expect("plan");
-    for (name, plan) in [("build/openai", plan), ("build/azure", azure)] {
+    let openai = routing::plan(&config, &cache, &plugins, &plain)
+        .and_then(|p| p.first_target(&config, &plugins, &plain))
+        .expect("plan");
+    let azure = routing::plan(&config, &cache, &plugins, &with_config)
+        .and_then(|p| p.first_target(&config, &plugins, &with_config))
+        .expect("plan");
+    for (name, target) in [("build/openai", openai), ("build/azure", azure)] {
         c.bench_function(name, |b| {
             b.iter(|| {
-                let call = plan.target.call(
+                let call = target.call(
                     Endpoint::Chat,
                     Method::POST,
                     &plain,
@@ -72,7 +76,7 @@ fn mapping(c: &mut Criterion) {
                     "",
                     Bytes::from_static(BODY),
                 );
-                plan.target
+                target
                     .provider
                     .build_request(black_box(&call))
                     .now_or_never()

@@ -68,6 +68,18 @@ pub enum GatewayError {
     /// The server's own upstream deadline passed.
     #[error("upstream `{provider}` did not answer within {timeout_ms} ms")]
     UpstreamTimeout { provider: String, timeout_ms: u64 },
+    /// The request's deadline across every attempt passed: the config's
+    /// `total_timeout` (408) or the server's `upstream.total_timeout_ms` (504).
+    #[error(
+        "the request did not complete within its total deadline of {timeout_ms} ms (retries and fallbacks included)"
+    )]
+    DeadlinePassed { timeout_ms: u64, client: bool },
+    /// Every target that could answer has an open circuit.
+    #[error("target `{target}` is failing and its circuit is open; retry after {} s", retry_after.as_secs().max(1))]
+    CircuitOpen {
+        target: String,
+        retry_after: std::time::Duration,
+    },
     /// The upstream answered with something that is not what its API promises.
     #[error("upstream `{provider}` returned an invalid response: {detail}")]
     UpstreamGarbage { provider: String, detail: String },
@@ -106,6 +118,9 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::DeadlinePassed { client: true, .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::DeadlinePassed { client: false, .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Plugin(e) => plugin_status(e),
@@ -115,7 +130,10 @@ impl GatewayError {
     /// OpenAI's `error.type`.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Self::RequestTimeout { .. } | Self::UpstreamTimeout { .. } => "timeout_error",
+            Self::RequestTimeout { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::DeadlinePassed { .. } => "timeout_error",
+            Self::CircuitOpen { .. } => "api_error",
             Self::UpstreamUnreachable { .. } | Self::UpstreamGarbage { .. } | Self::Internal(_) => {
                 "api_error"
             }
@@ -149,6 +167,8 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::DeadlinePassed { .. } => "total_timeout",
+            Self::CircuitOpen { .. } => "circuit_open",
             Self::UpstreamGarbage { .. } => "upstream_invalid_response",
             Self::Internal(_) => "internal_error",
             Self::Plugin(e) => match e {
@@ -225,7 +245,15 @@ pub fn openai_error(
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
-        (status, axum::Json(self.body())).into_response()
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Self::CircuitOpen { retry_after, .. } = &self {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(secs.max(1)),
+            );
+        }
+        response
     }
 }
 

@@ -229,7 +229,7 @@ fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shared = server::Shared {
         plugins,
-        health: Arc::default(),
+        targets: Arc::new(sluice::routing::Targets::new(config.breaker.clone())),
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");

@@ -120,10 +120,12 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
         }
         let _ = routing::headers_metadata(&headers)
             .map_err(|e| assert!(e.status().is_client_error(), "{e}"));
-        match routing::plan(&config, &cache, &plugins, &headers) {
+        match routing::plan(&config, &cache, &plugins, &headers)
+            .and_then(|p| p.first_target(&config, &plugins, &headers))
+        {
             Err(e) => assert!(e.status().is_client_error(), "round {round}: {e}"),
-            Ok(plan) => {
-                let call = plan.target.call(
+            Ok(target) => {
+                let call = target.call(
                     Endpoint::ALL[rng.below(Endpoint::ALL.len())],
                     Method::POST,
                     &headers,
@@ -131,8 +133,7 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
                     "/x",
                     Bytes::from(bytes.clone()),
                 );
-                match plan
-                    .target
+                match target
                     .provider
                     .build_request(&call)
                     .now_or_never()

@@ -17,6 +17,12 @@
 //! | `fault:cut`           | a stream (or body) cut off mid-way                   |
 //! | `fault:slow`          | a stream of 5 chunks, 200 ms apart                   |
 //! | `fault:endless`       | a stream that never ends (one chunk per 100 ms)      |
+//! | `fault:stall`         | a stream that sends one chunk, then nothing, forever |
+//! | `fault:cutfirst`      | a stream that breaks before its first byte           |
+//! | `fault:flaky=N:CODE…` | CODE (a 429 with `retry-after-ms: 20`) for the first |
+//! |                       | N requests with this exact model, then the answer    |
+//!
+//! [`MockUpstream::set_down`] makes every request answer 503 (an outage).
 //!
 //! Ollama's native API (`/api/chat` with NDJSON streaming, `/api/embed`) is
 //! served too, with its own error shape (`{"error": "..."}`).
@@ -57,6 +63,10 @@ impl Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     streams_dropped_early: AtomicUsize,
+    /// Requests seen per `fault:flaky` model.
+    flaky: Mutex<std::collections::HashMap<String, usize>>,
+    /// An outage: everything answers 503.
+    down: std::sync::atomic::AtomicBool,
     /// When set, nothing is recorded (load tests).
     quiet: bool,
 }
@@ -112,6 +122,19 @@ impl MockUpstream {
         self.received().pop()
     }
 
+    /// Starts or ends an outage (every request answers 503).
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many requests asked for `model`.
+    pub fn count_model(&self, model: &str) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r.json()["model"] == model)
+            .count()
+    }
+
     /// How many streams were dropped by the other side before they ended.
     pub fn streams_dropped_early(&self) -> usize {
         self.shared.streams_dropped_early.load(Ordering::SeqCst)
@@ -148,6 +171,38 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         })
         .unwrap_or_default();
     let fault = fault.strip_prefix("fault:").unwrap_or("");
+
+    if shared.down.load(Ordering::SeqCst) {
+        let body = json!({"error": {"message": "mock outage", "type": "server_error", "param": null, "code": "mock_down"}});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    if let Some(spec) = fault.strip_prefix("flaky=") {
+        let mut parts = spec.split(':');
+        let n: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+        let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(503);
+        let seen = shared
+            .flaky
+            .lock()
+            .map(|mut m| {
+                let c = m
+                    .entry(json["model"].as_str().unwrap_or_default().to_owned())
+                    .or_default();
+                *c += 1;
+                *c
+            })
+            .unwrap_or(usize::MAX);
+        if seen <= n {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let body = json!({"error": {"message": format!("mock flaky {code} ({seen} of {n})"), "type": "server_error", "param": null, "code": "mock"}});
+            let mut response = (status, axum::Json(body)).into_response();
+            if code == 429 {
+                response
+                    .headers_mut()
+                    .insert("retry-after-ms", http::HeaderValue::from_static("20"));
+            }
+            return response;
+        }
+    }
 
     if received.path.ends_with("/api/chat") || received.path.ends_with("/api/embed") {
         return ollama(&received.path, &json, fault);
@@ -344,6 +399,30 @@ impl Drop for DropWatch {
 }
 
 fn stream(shared: Arc<Shared>, model: &str, fault: &str) -> Response {
+    if fault == "cutfirst" || fault == "stall" {
+        let stall = fault == "stall";
+        let first = stream_events(model, 2).swap_remove(0);
+        let body = futures_util::stream::unfold(0u8, move |i| {
+            let first = first.clone();
+            async move {
+                match (i, stall) {
+                    (0, false) => Some((
+                        Err(std::io::Error::other("mock cut before the first byte")),
+                        1,
+                    )),
+                    (0, true) => Some((Ok(Bytes::from(first)), 1)),
+                    _ => {
+                        std::future::pending::<()>().await;
+                        None
+                    }
+                }
+            }
+        });
+        return Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from_stream(body))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
     let (count, gap, endless, cut) = match fault {
         "slow" => (5, Duration::from_millis(200), false, false),
         "endless" => (usize::MAX, Duration::from_millis(100), true, false),

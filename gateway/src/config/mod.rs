@@ -6,6 +6,7 @@
 
 mod hooks;
 pub mod plugins;
+pub mod query;
 pub mod reader;
 pub mod routing;
 mod secret;
@@ -14,4 +15,4 @@ mod server;
 pub use reader::{Problem, Problems};
 pub use routing::RoutingConfig;
 pub use secret::Secret;
-pub use server::{LogFormat, ServerConfig, UpstreamSettings, parse_host};
+pub use server::{BreakerSettings, LogFormat, ServerConfig, UpstreamSettings, parse_host};

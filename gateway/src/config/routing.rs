@@ -34,6 +34,8 @@ const NODE_FIELDS: &[&str] = &[
     "custom_host",
     "override_params",
     "request_timeout",
+    "total_timeout",
+    "stream_idle_timeout",
     "forward_headers",
     "retry",
     "cache",
@@ -74,10 +76,19 @@ pub fn is_provider_option(key: &str) -> bool {
 }
 
 /// A validated routing config: one node, which may hold a strategy and targets.
+///
+/// Inheritance is resolved when the config is validated: every node's
+/// [`Node::inherit`] holds its effective settings, so requests never merge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoutingConfig {
     pub root: Node,
+    /// Sluice's `total_timeout` (ms, top level only): a deadline for the whole
+    /// request across retries and fallbacks.
+    pub total_timeout_ms: Option<u64>,
 }
+
+/// Load-balancing policies (`strategy.balance`, Sluice's extension).
+pub const BALANCE: &[&str] = &["weighted", "least_latency", "least_in_flight"];
 
 /// A node of the strategy tree: a strategy over targets, or a single target.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +120,9 @@ pub struct Target {
 pub struct Inherited {
     pub custom_host: Option<String>,
     pub request_timeout_ms: Option<u64>,
+    /// Sluice's `stream_idle_timeout` (ms): the longest gap between two chunks
+    /// of a stream before it is ended with an error event.
+    pub stream_idle_timeout_ms: Option<u64>,
     pub forward_headers: Option<Vec<String>>,
     pub retry: Option<Retry>,
     pub cache: Option<Cache>,
@@ -118,10 +132,12 @@ pub struct Inherited {
     pub hooks: Hooks,
 }
 
-/// `strategy: {mode, on_status_codes, conditions, default}`.
+/// `strategy: {mode, on_status_codes, conditions, default, balance}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Strategy {
     pub mode: &'static str,
+    /// For `loadbalance`: one of [`BALANCE`] (default `weighted`).
+    pub balance: &'static str,
     pub on_status_codes: Option<Vec<u16>>,
     pub conditions: Vec<Condition>,
     pub default: Option<String>,
@@ -133,16 +149,51 @@ pub struct Strategy {
 /// One rule of a conditional strategy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
-    pub query: Map<String, Value>,
+    pub query: Query,
     pub then: String,
 }
 
-/// `retry: {attempts, on_status_codes, use_retry_after_header}`.
+/// `retry: {attempts, on_status_codes, use_retry_after_header}`, plus Sluice's
+/// backoff settings `backoff_base_ms`, `backoff_max_ms`, `max_retry_after_ms`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
+    /// Retries after the first try (0 to 10).
     pub attempts: u32,
     pub on_status_codes: Option<Vec<u16>>,
     pub use_retry_after_header: bool,
+    /// Full-jitter exponential backoff: retry `n` waits a random time up to
+    /// `min(backoff_max_ms, backoff_base_ms * 2^n)`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A `Retry-After` longer than this ends the retries (Portkey: 60 s).
+    pub max_retry_after_ms: u64,
+}
+
+impl Retry {
+    /// The most retries a config may ask for.
+    pub const MAX_ATTEMPTS: u32 = 10;
+    /// Portkey's retry statuses when `on_status_codes` is not given.
+    pub const DEFAULT_STATUS_CODES: &'static [u16] = &[429, 500, 502, 503, 504];
+
+    /// `attempts` retries with the default settings.
+    pub fn attempts(attempts: u32) -> Self {
+        Self {
+            attempts: attempts.min(Self::MAX_ATTEMPTS),
+            on_status_codes: None,
+            use_retry_after_header: false,
+            backoff_base_ms: 250,
+            backoff_max_ms: 10_000,
+            max_retry_after_ms: 60_000,
+        }
+    }
+
+    /// Whether an answer with `status` is retried.
+    pub fn retries(&self, status: u16) -> bool {
+        self.on_status_codes
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_STATUS_CODES)
+            .contains(&status)
+    }
 }
 
 /// `cache: {mode, max_age}` (`max_age` in seconds).
@@ -153,6 +204,7 @@ pub struct Cache {
 }
 
 pub use super::hooks::{CheckSpec, HookSpec, Hooks};
+use super::query::Query;
 
 /// Parses and validates a config from its JSON text.
 pub fn parse_json(
@@ -171,15 +223,75 @@ pub fn validate(
 ) -> Result<RoutingConfig, Problems> {
     let mut problems = Problems::default();
     let root = node(&mut problems, "", value, known_provider);
+    let total_timeout_ms = match value {
+        Value::Object(_) => Obj::new(&mut problems, "", value)
+            .and_then(|o| o.uint(&mut problems, "total_timeout", 1, u64::from(u32::MAX))),
+        _ => None,
+    };
     match root {
-        Some(root) if problems.is_empty() => Ok(RoutingConfig { root }),
+        Some(mut root) if problems.is_empty() => {
+            resolve_inheritance(&mut root, &Inherited::default());
+            Ok(RoutingConfig {
+                root,
+                total_timeout_ms,
+            })
+        }
         _ => Err(problems),
+    }
+}
+
+/// Gives every node its effective settings, parent first.
+fn resolve_inheritance(node: &mut Node, parent: &Inherited) {
+    node.inherit = inherit(parent, &node.inherit);
+    let effective = node.inherit.clone();
+    for child in &mut node.targets {
+        resolve_inheritance(child, &effective);
+    }
+}
+
+/// A child's settings over its parent's: the child's own win, `override_params`
+/// merge per key, hooks are replaced as a whole.
+pub fn inherit(parent: &Inherited, child: &Inherited) -> Inherited {
+    let mut override_params = parent.override_params.clone();
+    for (k, v) in &child.override_params {
+        override_params.insert(k.clone(), v.clone());
+    }
+    Inherited {
+        custom_host: child
+            .custom_host
+            .clone()
+            .or_else(|| parent.custom_host.clone()),
+        request_timeout_ms: child.request_timeout_ms.or(parent.request_timeout_ms),
+        stream_idle_timeout_ms: child
+            .stream_idle_timeout_ms
+            .or(parent.stream_idle_timeout_ms),
+        forward_headers: child
+            .forward_headers
+            .clone()
+            .or_else(|| parent.forward_headers.clone()),
+        retry: child.retry.clone().or_else(|| parent.retry.clone()),
+        cache: child.cache.clone().or_else(|| parent.cache.clone()),
+        strict_open_ai_compliance: child
+            .strict_open_ai_compliance
+            .or(parent.strict_open_ai_compliance),
+        override_params,
+        hooks: if child.hooks.is_empty() {
+            parent.hooks.clone()
+        } else {
+            child.hooks.clone()
+        },
     }
 }
 
 fn node(p: &mut Problems, path: &str, value: &Value, known: &dyn Fn(&str) -> bool) -> Option<Node> {
     let o = Obj::new(p, path, value)?;
     o.deny_unknown(p, NODE_FIELDS, is_provider_option);
+    if !path.is_empty() && o.get("total_timeout").is_some() {
+        p.push(
+            &o.path_of("total_timeout"),
+            "only allowed at the top level of a config",
+        );
+    }
 
     let strategy = o
         .get("strategy")
@@ -239,6 +351,7 @@ fn node(p: &mut Problems, path: &str, value: &Value, known: &dyn Fn(&str) -> boo
     let inherit = Inherited {
         custom_host,
         request_timeout_ms: o.uint(p, "request_timeout", 1, u64::from(u32::MAX)),
+        stream_idle_timeout_ms: o.uint(p, "stream_idle_timeout", 1, u64::from(u32::MAX)),
         forward_headers,
         retry: o
             .get("retry")
@@ -300,6 +413,7 @@ fn strategy(p: &mut Problems, path: &str, value: &Value) -> Option<Strategy> {
             "default",
             "router",
             "parameters",
+            "balance",
         ],
         |_| false,
     );
@@ -321,7 +435,9 @@ fn strategy(p: &mut Problems, path: &str, value: &Value) -> Option<Strategy> {
             continue;
         };
         co.deny_unknown(p, &["query", "then"], |_| false);
-        let query = co.object(p, "query");
+        let query = co
+            .object(p, "query")
+            .and_then(|q| Query::parse(p, &co.path_of("query"), &q));
         let then = co.str(p, "then");
         if query.is_none() && co.get("query").is_none() {
             p.push(&co.path_of("query"), "required");
@@ -344,8 +460,13 @@ fn strategy(p: &mut Problems, path: &str, value: &Value) -> Option<Strategy> {
         );
     }
     let parameters = o.object(p, "parameters").map(Value::Object);
+    let balance = o.choice(p, "balance", BALANCE);
+    if balance.is_some() && mode.is_some_and(|m| m != "loadbalance") {
+        p.push(&o.path_of("balance"), "only for mode `loadbalance`");
+    }
     Some(Strategy {
         mode: mode?,
+        balance: balance.unwrap_or("weighted"),
         on_status_codes: o.status_list(p, "on_status_codes"),
         conditions,
         default: o.str(p, "default"),
@@ -375,16 +496,32 @@ fn retry(p: &mut Problems, path: &str, value: &Value) -> Option<Retry> {
     let o = Obj::new(p, path, value)?;
     o.deny_unknown(
         p,
-        &["attempts", "on_status_codes", "use_retry_after_header"],
+        &[
+            "attempts",
+            "on_status_codes",
+            "use_retry_after_header",
+            "backoff_base_ms",
+            "backoff_max_ms",
+            "max_retry_after_ms",
+        ],
         |_| false,
     );
     if o.get("attempts").is_none() {
         p.push(&o.path_of("attempts"), "required (0 to 10)");
     }
+    let defaults = Retry::attempts(0);
+    let ms =
+        |p: &mut Problems, key: &str, default: u64| o.uint(p, key, 0, 3_600_000).unwrap_or(default);
+    let backoff_base_ms = ms(p, "backoff_base_ms", defaults.backoff_base_ms);
+    let backoff_max_ms = ms(p, "backoff_max_ms", defaults.backoff_max_ms);
+    let max_retry_after_ms = ms(p, "max_retry_after_ms", defaults.max_retry_after_ms);
     Some(Retry {
-        attempts: o.uint(p, "attempts", 0, 10)? as u32,
+        attempts: o.uint(p, "attempts", 0, u64::from(Retry::MAX_ATTEMPTS))? as u32,
         on_status_codes: o.status_list(p, "on_status_codes"),
         use_retry_after_header: o.bool(p, "use_retry_after_header").unwrap_or(false),
+        backoff_base_ms,
+        backoff_max_ms,
+        max_retry_after_ms,
     })
 }
 
@@ -549,6 +686,77 @@ mod tests {
         for (text, needle) in cases {
             let err = parse_json(text, &known).expect_err(text).to_string();
             assert!(err.contains(needle), "{text}: `{err}` lacks `{needle}`");
+        }
+    }
+
+    #[test]
+    fn settings_are_inherited_when_the_config_is_loaded() {
+        let c = parse_json(
+            r#"{"strategy":{"mode":"fallback"},"request_timeout":100,"retry":{"attempts":2},
+                "override_params":{"model":"a","temperature":1},"custom_host":"http://127.0.0.1:1/v1",
+                "api_key":"parent-key","input_guardrails":["blocklist"],
+                "targets":[
+                  {"provider":"openai","override_params":{"model":"b"}},
+                  {"strategy":{"mode":"loadbalance","balance":"least_latency"},"request_timeout":5,
+                   "targets":[{"provider":"groq","retry":{"attempts":0},"input_guardrails":["other"]}]}]}"#,
+            &known,
+        )
+        .expect("valid");
+        let first = &c.root.targets[0].inherit;
+        assert_eq!(first.override_params["model"], "b");
+        assert_eq!(first.override_params["temperature"], 1);
+        assert_eq!(first.request_timeout_ms, Some(100));
+        assert_eq!(first.retry.as_ref().map(|r| r.attempts), Some(2));
+        assert_eq!(first.custom_host.as_deref(), Some("http://127.0.0.1:1/v1"));
+        assert_eq!(first.hooks.before[0].checks[0].plugin, "blocklist");
+        assert_eq!(
+            c.root.targets[0].target.api_key, None,
+            "credentials stay put"
+        );
+        let deep = &c.root.targets[1].targets[0].inherit;
+        assert_eq!(deep.request_timeout_ms, Some(5));
+        assert_eq!(deep.retry.as_ref().map(|r| r.attempts), Some(0));
+        assert_eq!(deep.override_params["model"], "a");
+        assert_eq!(deep.hooks.before[0].checks[0].plugin, "other");
+        assert_eq!(
+            c.root.targets[1].strategy.as_ref().map(|s| s.balance),
+            Some("least_latency")
+        );
+    }
+
+    #[test]
+    fn sluice_extensions_are_validated() {
+        let c = parse_json(
+            r#"{"provider":"openai","total_timeout":2000,"stream_idle_timeout":100,
+                "retry":{"attempts":1,"backoff_base_ms":5,"backoff_max_ms":50,"max_retry_after_ms":0}}"#,
+            &known,
+        )
+        .expect("valid");
+        assert_eq!(c.total_timeout_ms, Some(2000));
+        let r = c.root.inherit.retry.expect("retry");
+        assert_eq!(
+            (r.backoff_base_ms, r.backoff_max_ms, r.max_retry_after_ms),
+            (5, 50, 0)
+        );
+        assert!(r.retries(503) && !r.retries(400));
+
+        let err = parse_json(
+            r#"{"strategy":{"mode":"fallback","balance":"least_latency"},
+                "targets":[{"provider":"openai","total_timeout":5},
+                  {"strategy":{"mode":"loadbalance","balance":"random"},"targets":[{"provider":"groq"}]},
+                  {"strategy":{"mode":"conditional","conditions":[{"query":{"params.x":{"$like":1}},"then":"n"}]},
+                   "targets":[{"name":"n","provider":"groq"}]}]}"#,
+            &known,
+        )
+        .expect_err("invalid")
+        .to_string();
+        for needle in [
+            "strategy.balance: only for mode `loadbalance`",
+            "targets[0].total_timeout: only allowed at the top level",
+            "targets[1].strategy.balance: `random` is not one of",
+            "targets[2].strategy.conditions[0].query.\"params.x\".$like: unknown operator",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in {err}");
         }
     }
 }

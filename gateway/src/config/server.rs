@@ -14,7 +14,13 @@
 //!
 //! [upstream]
 //! connect_timeout_ms = 10000       # timeout_ms 600000 (-> 504), pool_idle_timeout_ms 90000,
-//!                                  # pool_max_idle_per_host 256, max_response_bytes 128 MiB
+//!                                  # pool_max_idle_per_host 256, max_response_bytes 128 MiB,
+//!                                  # total_timeout_ms 600000 (a whole request, -> 504),
+//!                                  # stream_idle_timeout_ms 300000 (between chunks)
+//! [routing.circuit_breaker]       # per target; see routing/targets.rs
+//! consecutive_failures = 5         # error_rate 0.5 over min_requests 20 in window_ms 30000,
+//! cool_down_ms = 30000             # enabled true
+//!
 //! [ssrf]
 //! allow_loopback = true
 //! allow = ["10.1.0.0/16", "models.internal"]
@@ -60,6 +66,36 @@ pub struct UpstreamSettings {
     pub pool_max_idle_per_host: usize,
     /// The largest non-streamed answer the gateway will buffer (502 beyond).
     pub max_response_bytes: usize,
+    /// The deadline of a whole request, retries and fallbacks included (504).
+    pub total_timeout: Duration,
+    /// The longest gap between two chunks of a stream (a config's
+    /// `stream_idle_timeout` overrides it).
+    pub stream_idle_timeout: Duration,
+}
+
+/// `[routing.circuit_breaker]`: when a target's circuit opens (see
+/// `routing::targets`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    pub error_rate: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            error_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(30),
+            cool_down: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The validated server config.
@@ -77,6 +113,7 @@ pub struct ServerConfig {
     pub log_level: String,
     pub upstream: UpstreamSettings,
     pub ssrf: SsrfPolicy,
+    pub breaker: BreakerSettings,
     pub providers: Registry,
     /// Named routing configs, referenced by `x-portkey-config: NAME`.
     pub configs: BTreeMap<String, Arc<RoutingConfig>>,
@@ -113,6 +150,7 @@ impl ServerConfig {
                 "configs",
                 "default_config",
                 "plugins",
+                "routing",
             ],
             |_| false,
         );
@@ -176,6 +214,8 @@ impl ServerConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             max_response_bytes: 128 * 1024 * 1024,
+            total_timeout: Duration::from_secs(600),
+            stream_idle_timeout: Duration::from_secs(300),
         };
         if let Some(s) = section(&mut p, "upstream") {
             let ms = |p: &mut Problems, key: &str, default: Duration| {
@@ -190,8 +230,16 @@ impl ServerConfig {
                     "pool_idle_timeout_ms",
                     "pool_max_idle_per_host",
                     "max_response_bytes",
+                    "total_timeout_ms",
+                    "stream_idle_timeout_ms",
                 ],
                 |_| false,
+            );
+            upstream.total_timeout = ms(&mut p, "total_timeout_ms", upstream.total_timeout);
+            upstream.stream_idle_timeout = ms(
+                &mut p,
+                "stream_idle_timeout_ms",
+                upstream.stream_idle_timeout,
             );
             upstream.connect_timeout = ms(&mut p, "connect_timeout_ms", upstream.connect_timeout);
             upstream.timeout = ms(&mut p, "timeout_ms", upstream.timeout);
@@ -218,6 +266,53 @@ impl ServerConfig {
                 if let Err(e) = ssrf.allow(entry) {
                     p.push(&format!("ssrf.allow[{i}]"), e);
                 }
+            }
+        }
+
+        let mut breaker = BreakerSettings::default();
+        if let Some(s) = section(&mut p, "routing") {
+            s.deny_unknown(&mut p, &["circuit_breaker"], |_| false);
+            let empty = Value::Object(Default::default());
+            if let Some(b) = Obj::new(
+                &mut p,
+                "routing.circuit_breaker",
+                s.get("circuit_breaker").unwrap_or(&empty),
+            ) {
+                b.deny_unknown(
+                    &mut p,
+                    &[
+                        "enabled",
+                        "consecutive_failures",
+                        "error_rate",
+                        "min_requests",
+                        "window_ms",
+                        "cool_down_ms",
+                    ],
+                    |_| false,
+                );
+                breaker.enabled = b.bool(&mut p, "enabled").unwrap_or(breaker.enabled);
+                breaker.consecutive_failures = b
+                    .uint(&mut p, "consecutive_failures", 1, 10_000)
+                    .map_or(breaker.consecutive_failures, |n| n as u32);
+                breaker.min_requests = b
+                    .uint(&mut p, "min_requests", 1, 1_000_000)
+                    .map_or(breaker.min_requests, |n| n as u32);
+                if let Some(rate) = b.number(&mut p, "error_rate", 0.0) {
+                    if rate > 0.0 && rate <= 1.0 {
+                        breaker.error_rate = rate;
+                    } else {
+                        p.push(
+                            "routing.circuit_breaker.error_rate",
+                            "expected a fraction above 0, at most 1",
+                        );
+                    }
+                }
+                breaker.window = b
+                    .uint(&mut p, "window_ms", 100, 86_400_000)
+                    .map_or(breaker.window, Duration::from_millis);
+                breaker.cool_down = b
+                    .uint(&mut p, "cool_down_ms", 1, 86_400_000)
+                    .map_or(breaker.cool_down, Duration::from_millis);
             }
         }
 
@@ -280,6 +375,7 @@ impl ServerConfig {
             log_level,
             upstream,
             ssrf,
+            breaker,
             providers,
             configs,
             default_config,

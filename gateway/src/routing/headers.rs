@@ -20,6 +20,7 @@ pub enum PortkeyHeader {
     RequestTimeout,
     Metadata,
     TraceId,
+    RetryCount,
 }
 
 impl PortkeyHeader {
@@ -35,6 +36,7 @@ impl PortkeyHeader {
             pair("x-portkey-request-timeout", "x-sluice-request-timeout");
         static METADATA: [HeaderName; 2] = pair("x-portkey-metadata", "x-sluice-metadata");
         static TRACE_ID: [HeaderName; 2] = pair("x-portkey-trace-id", "x-sluice-trace-id");
+        static RETRY_COUNT: [HeaderName; 2] = pair("x-portkey-retry-count", "x-sluice-retry-count");
         match self {
             Self::Provider => &PROVIDER,
             Self::Config => &CONFIG,
@@ -43,6 +45,7 @@ impl PortkeyHeader {
             Self::RequestTimeout => &REQUEST_TIMEOUT,
             Self::Metadata => &METADATA,
             Self::TraceId => &TRACE_ID,
+            Self::RetryCount => &RETRY_COUNT,
         }
     }
 }
@@ -134,6 +137,21 @@ pub fn parse_forward_names<'a>(
     Ok(out)
 }
 
+/// `x-portkey-retry-count`: retries for a plain-header request (0 to 10).
+pub fn retry_count(headers: &HeaderMap) -> Result<Option<u32>, GatewayError> {
+    let Some(text) = header_str(headers, PortkeyHeader::RetryCount)? else {
+        return Ok(None);
+    };
+    let max = crate::config::routing::Retry::MAX_ATTEMPTS;
+    match text.trim().parse::<u32>() {
+        Ok(n) if n <= max => Ok(Some(n)),
+        _ => Err(GatewayError::invalid(
+            format!("`x-portkey-retry-count` must be a whole number from 0 to {max}, not `{text}`"),
+            Some("x-portkey-retry-count"),
+        )),
+    }
+}
+
 /// `x-portkey-metadata`: a JSON object of string values.
 pub fn metadata(headers: &HeaderMap) -> Result<Map<String, Value>, GatewayError> {
     let Some(text) = header_str(headers, PortkeyHeader::Metadata)? else {
@@ -171,6 +189,7 @@ mod tests {
             PortkeyHeader::RequestTimeout,
             PortkeyHeader::Metadata,
             PortkeyHeader::TraceId,
+            PortkeyHeader::RetryCount,
         ] {
             let [portkey, sluice] = h.names();
             let suffix = portkey.as_str().strip_prefix("x-portkey-");

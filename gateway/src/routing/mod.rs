@@ -1,20 +1,21 @@
-//! Routing: from the request's headers and the routing config to the target to call.
+//! Routing: from the request's headers and the routing config to the targets
+//! to call, and the engine that calls them ([`engine`]).
 //!
 //! Where the config comes from, first match wins: `x-portkey-config` (JSON, or the
 //! name of a config under `[configs]` in the server file) > the server's
 //! `default_config` > the plain headers (`x-portkey-provider`, `Authorization`,
-//! `x-portkey-custom-host`, ...). `x-sluice-*` names are aliases of every
-//! `x-portkey-*` header.
+//! `x-portkey-custom-host`, `x-portkey-retry-count`, ...), read as a one-target
+//! config. `x-sluice-*` names are aliases of every `x-portkey-*` header.
 //!
-//! This module may call `config` and `providers`; it does no I/O. A `single`
-//! strategy (Portkey's: its first target) is executed here, nested to any depth,
-//! with settings inherited parent → child. The other strategy modes are validated
-//! but answered with a clear 400 until the routing engine executes them.
+//! This module may call `config`, `providers` and `plugins`; it does no I/O
+//! itself (the engine's [`engine::Attempts`] does).
 
 mod config_cache;
+pub mod engine;
 mod headers;
-mod health;
+pub mod targets;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,13 +24,14 @@ use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Map, Value};
 
 pub use config_cache::ConfigCache;
+pub use engine::{Attempts, Deadline, Engine, Step, Total, Tried};
 pub use headers::{PortkeyHeader, header_str, metadata as headers_metadata};
-pub use health::{Health, TargetHealth};
+pub use targets::{BreakerSettings, InFlight, TargetHealth, Targets};
 
 use crate::GatewayError;
-use crate::config::routing::{Inherited, Node};
+use crate::config::routing::{Inherited, Node, Retry};
 use crate::config::{RoutingConfig, Secret, ServerConfig, routing};
-use crate::plugins::{self, Kind, RouteCandidate};
+use crate::plugins;
 use crate::providers::{Call, Endpoint, Provider, WasmProvider};
 
 /// One provider call, with everything resolved.
@@ -44,9 +46,13 @@ pub struct Target {
     /// Merged into the request body; the config wins per key.
     pub override_params: Map<String, Value>,
     pub request_timeout: Option<Duration>,
+    pub stream_idle_timeout: Option<Duration>,
     pub forward_headers: Vec<HeaderName>,
-    /// Its load-balancing weight in the config.
-    pub weight: f64,
+    pub retry: Option<Retry>,
+    /// The hooks in effect for the target.
+    pub hooks: routing::Hooks,
+    /// Its identity for health and circuit breaking ([`targets::key`]).
+    pub key: String,
 }
 
 impl Target {
@@ -76,122 +82,102 @@ impl Target {
     }
 }
 
-/// What routing decided for a request.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub target: Target,
-    /// Portkey's `x-portkey-last-used-option-index`: the path of the target in
-    /// the config (`config`, `config.targets[1].targets[0]`). Plain headers are a
-    /// one-target config to Portkey, so they answer `config` too.
-    pub option_path: String,
-    /// The hooks in effect for the target (the nearest node that sets any).
-    pub hooks: routing::Hooks,
-    /// A router strategy still to run once the body is read.
-    pub router: Option<RouterStep>,
+/// How the config in use is named in messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigLabel {
+    /// A config under `[configs]`.
+    Named(String),
+    /// JSON in `x-portkey-config`.
+    Header,
+    /// Plain headers, read as a one-target config.
+    Headers,
 }
 
-/// A `router` strategy: the plugin, its parameters, and the candidate targets.
-#[derive(Debug, Clone)]
-pub struct RouterStep {
-    pub plugin: String,
-    pub parameters: String,
-    pub candidates: Vec<(String, Target)>,
-}
-
-impl Plan {
-    /// Runs a pending router strategy: the router orders the candidates and the
-    /// first becomes the target. (Trying the rest in order when one fails is the
-    /// routing engine's fallback.)
-    pub async fn resolve(
-        &mut self,
-        plugins: &plugins::Registry,
-        health: &Health,
-        endpoint: Endpoint,
-        model: Option<String>,
-        metadata: &Map<String, Value>,
-        body: Option<&[u8]>,
-    ) -> Result<(), GatewayError> {
-        let Some(step) = self.router.take() else {
-            return Ok(());
-        };
-        let router = plugins.get_kind(&step.plugin, Kind::Router)?;
-        let candidates: Vec<RouteCandidate> = step
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, (path, t))| {
-                let seen = health.get(&Health::key(path, t.provider.slug()));
-                RouteCandidate {
-                    index: i as u32,
-                    provider: t.provider.slug().to_owned(),
-                    model: t
-                        .override_params
-                        .get("model")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    weight: t.weight,
-                    circuit_open: false,
-                    error_rate: seen.error_rate,
-                    latency_ms: seen.latency_ms,
-                    in_flight: seen.in_flight,
-                    requests: seen.requests,
-                }
-            })
-            .collect();
-        let meta: Vec<(String, String)> = metadata
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                )
-            })
-            .collect();
-        let order = router
-            .route(
-                &step.parameters,
-                endpoint,
-                model,
-                &meta,
-                &candidates,
-                body.map(|b| String::from_utf8_lossy(b).into_owned()),
-            )
-            .await?;
-        let Some((path, target)) = order
-            .first()
-            .and_then(|&i| step.candidates.get(i as usize))
-            .cloned()
-        else {
-            return Err(GatewayError::Unsupported(format!(
-                "router `{}` chose no target for this request",
-                step.plugin
-            )));
-        };
-        tracing::debug!(router = %step.plugin, chosen = %path, ?order, ?candidates, "router chose a target");
-        self.target = target;
-        self.option_path = path;
-        Ok(())
+impl fmt::Display for ConfigLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Named(name) => write!(f, "config `{name}`"),
+            Self::Header => f.write_str("the `x-portkey-config` config"),
+            Self::Headers => f.write_str("the request headers"),
+        }
     }
 }
 
-/// Decides the target for a request.
+/// What routing decided before the body is read: the config to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: Arc<RoutingConfig>,
+    pub label: ConfigLabel,
+}
+
+impl Plan {
+    /// Whether open circuits are skipped: for configs. A plain-header request
+    /// names one upstream and gets its answers, as from Portkey.
+    pub fn breakers(&self) -> bool {
+        self.label != ConfigLabel::Headers
+    }
+
+    /// When the config can only ever call one target (no fallback, balancing or
+    /// condition on the way), that target's provider, so a wrong route is
+    /// answered before a large upload is read.
+    pub fn sole_provider(
+        &self,
+        config: &ServerConfig,
+        plugins: &plugins::Registry,
+    ) -> Result<Option<Arc<dyn Provider>>, GatewayError> {
+        let mut node = &self.config.root;
+        while let Some(strategy) = &node.strategy {
+            if strategy.mode != "single" && node.targets.len() != 1 {
+                return Ok(None);
+            }
+            if strategy.mode == "conditional" || strategy.mode == "router" {
+                return Ok(None);
+            }
+            node = &node.targets[0];
+        }
+        match &node.target.provider {
+            Some(slug) => provider(config, plugins, slug).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Plan {
+    /// The config's first target (following first targets down the tree),
+    /// resolved with the request's headers.
+    pub fn first_target(
+        &self,
+        config: &ServerConfig,
+        plugins: &plugins::Registry,
+        headers: &HeaderMap,
+    ) -> Result<Target, GatewayError> {
+        let mut node = &self.config.root;
+        while let Some(first) = node.targets.first() {
+            node = first;
+        }
+        resolve_target(config, plugins, headers, node)
+    }
+}
+
+/// Decides the config for a request.
 pub fn plan(
     config: &ServerConfig,
     cache: &ConfigCache,
     plugins: &plugins::Registry,
     headers: &HeaderMap,
 ) -> Result<Plan, GatewayError> {
-    let routing = match header_str(headers, PortkeyHeader::Config)? {
-        Some(text) => Some(config_from_header(config, cache, plugins, text)?),
-        None => config
-            .default_config
-            .as_ref()
-            .and_then(|name| config.configs.get(name).cloned()),
-    };
-    match routing {
-        Some(c) => plan_config(config, plugins, headers, &c),
-        None => plan_headers(config, plugins, headers),
+    if let Some(text) = header_str(headers, PortkeyHeader::Config)? {
+        return config_from_header(config, cache, plugins, text.trim());
     }
+    if let Some(name) = &config.default_config
+        && let Some(c) = config.configs.get(name)
+    {
+        return Ok(Plan {
+            config: c.clone(),
+            label: ConfigLabel::Named(name.clone()),
+        });
+    }
+    plan_headers(config, plugins, headers)
 }
 
 fn config_from_header(
@@ -199,24 +185,30 @@ fn config_from_header(
     cache: &ConfigCache,
     plugins: &plugins::Registry,
     text: &str,
-) -> Result<Arc<RoutingConfig>, GatewayError> {
-    let text = text.trim();
+) -> Result<Plan, GatewayError> {
     if text.starts_with('{') {
-        cache.get_or_parse(text, || {
+        let parsed = cache.get_or_parse(text, || {
             routing::parse_json(text, &|slug| {
                 config.providers.contains(slug) || plugins.has_provider(slug)
             })
             .map_err(GatewayError::InvalidConfig)
-        })
-    } else {
-        config.configs.get(text).cloned().ok_or_else(|| {
-            GatewayError::invalid(
-                format!(
-                    "`x-portkey-config` is neither a JSON object nor the name of a config under [configs] in the server config: `{text}`"
-                ),
-                Some("x-portkey-config"),
-            )
-        })
+        })?;
+        return Ok(Plan {
+            config: parsed,
+            label: ConfigLabel::Header,
+        });
+    }
+    match config.configs.get(text) {
+        Some(c) => Ok(Plan {
+            config: c.clone(),
+            label: ConfigLabel::Named(text.to_owned()),
+        }),
+        None => Err(GatewayError::invalid(
+            format!(
+                "`x-portkey-config` is neither a JSON object nor the name of a config under [configs] in the server config: `{text}`"
+            ),
+            Some("x-portkey-config"),
+        )),
     }
 }
 
@@ -236,155 +228,83 @@ fn provider(
     }
 }
 
+/// Plain headers as a one-target config; the key, timeout and forwarded
+/// headers are read from the headers when the target is resolved.
 fn plan_headers(
     config: &ServerConfig,
     plugins: &plugins::Registry,
     headers: &HeaderMap,
 ) -> Result<Plan, GatewayError> {
-    let slug =
-        header_str(headers, PortkeyHeader::Provider)?.ok_or(GatewayError::MissingProvider)?;
-    Ok(Plan {
-        target: Target {
-            provider: provider(config, plugins, slug.trim())?,
-            api_key: headers::bearer(headers)?,
-            custom_host: header_str(headers, PortkeyHeader::CustomHost)?.map(str::to_owned),
-            options: Map::new(),
-            override_params: Map::new(),
-            request_timeout: headers::request_timeout(headers)?,
-            forward_headers: headers::forward_list(headers)?,
-            weight: 1.0,
+    let slug = header_str(headers, PortkeyHeader::Provider)?
+        .ok_or(GatewayError::MissingProvider)?
+        .trim();
+    // Known? (Answered before the body is read.)
+    provider(config, plugins, slug)?;
+    let root = Node {
+        strategy: None,
+        targets: Vec::new(),
+        name: None,
+        weight: 1.0,
+        on_status_codes: None,
+        target: routing::Target {
+            provider: Some(slug.to_owned()),
+            ..routing::Target::default()
         },
-        option_path: "config".to_owned(),
-        hooks: routing::Hooks::default(),
-        router: None,
+        inherit: Inherited {
+            custom_host: header_str(headers, PortkeyHeader::CustomHost)?.map(str::to_owned),
+            retry: headers::retry_count(headers)?.map(Retry::attempts),
+            ..Inherited::default()
+        },
+    };
+    Ok(Plan {
+        config: Arc::new(RoutingConfig {
+            root,
+            total_timeout_ms: None,
+        }),
+        label: ConfigLabel::Headers,
     })
 }
 
-fn plan_config(
-    config: &ServerConfig,
-    plugins: &plugins::Registry,
-    headers: &HeaderMap,
-    c: &RoutingConfig,
-) -> Result<Plan, GatewayError> {
-    descend(
-        config,
-        plugins,
-        headers,
-        &c.root,
-        "config".to_owned(),
-        c.root.inherit.clone(),
-    )
-}
-
-/// From `node` down to a target, through `single` strategies; a `router`
-/// strategy stops the descent with its candidates resolved.
-fn descend(
-    config: &ServerConfig,
-    plugins: &plugins::Registry,
-    headers: &HeaderMap,
-    start: &Node,
-    start_path: String,
-    start_inherited: Inherited,
-) -> Result<Plan, GatewayError> {
-    let mut node = start;
-    let mut path = start_path;
-    let mut inherited = start_inherited;
-    while let Some(strategy) = &node.strategy {
-        if strategy.mode == "router" {
-            let plugin = strategy.router.clone().unwrap_or_default();
-            let mut candidates = Vec::with_capacity(node.targets.len());
-            for (i, child) in node.targets.iter().enumerate() {
-                let child_path = format!("{path}.targets[{i}]");
-                let child_inherited = inherit(&inherited, &child.inherit);
-                let plan = descend(config, plugins, headers, child, child_path, child_inherited)?;
-                if plan.router.is_some() {
-                    return Err(GatewayError::Unsupported(format!(
-                        "`{path}`: a router strategy inside a router strategy is not supported"
-                    )));
-                }
-                candidates.push((plan.option_path, plan.target));
-            }
-            let Some((first_path, first)) = candidates.first().cloned() else {
-                return Err(GatewayError::Internal(format!(
-                    "{path}: strategy without targets"
-                )));
-            };
-            return Ok(Plan {
-                target: first,
-                option_path: first_path,
-                hooks: inherited.hooks.clone(),
-                router: Some(RouterStep {
-                    plugin,
-                    parameters: strategy
-                        .parameters
-                        .as_ref()
-                        .map_or_else(|| "{}".to_owned(), Value::to_string),
-                    candidates,
-                }),
-            });
-        }
-        if strategy.mode != "single" {
-            return Err(GatewayError::Unsupported(format!(
-                "strategy mode `{}` at `{path}` is valid but not executed by this build; use `single`",
-                strategy.mode
-            )));
-        }
-        let Some(first) = node.targets.first() else {
-            return Err(GatewayError::Internal(format!(
-                "{path}: strategy without targets"
-            )));
-        };
-        node = first;
-        path.push_str(".targets[0]");
-        inherited = inherit(&inherited, &node.inherit);
-    }
-    leaf(config, plugins, headers, node, inherited, path)
-}
-
-/// A child's settings over its parent's: the child's own win, `override_params`
-/// merge per key.
-pub fn inherit(parent: &Inherited, child: &Inherited) -> Inherited {
-    let mut override_params = parent.override_params.clone();
-    for (k, v) in &child.override_params {
-        override_params.insert(k.clone(), v.clone());
-    }
-    Inherited {
-        custom_host: child
-            .custom_host
-            .clone()
-            .or_else(|| parent.custom_host.clone()),
-        request_timeout_ms: child.request_timeout_ms.or(parent.request_timeout_ms),
-        forward_headers: child
-            .forward_headers
-            .clone()
-            .or_else(|| parent.forward_headers.clone()),
-        retry: child.retry.clone().or_else(|| parent.retry.clone()),
-        cache: child.cache.clone().or_else(|| parent.cache.clone()),
-        strict_open_ai_compliance: child
-            .strict_open_ai_compliance
-            .or(parent.strict_open_ai_compliance),
-        override_params,
-        hooks: if child.hooks.is_empty() {
-            parent.hooks.clone()
-        } else {
-            child.hooks.clone()
-        },
+/// The key a leaf is called with: its own, else the client's bearer token.
+fn leaf_api_key<'a>(node: &'a Node, headers: &HeaderMap) -> Option<std::borrow::Cow<'a, str>> {
+    match &node.target.api_key {
+        Some(k) => Some(std::borrow::Cow::Borrowed(k.expose())),
+        None => headers::bearer(headers)
+            .ok()
+            .flatten()
+            .map(|s| std::borrow::Cow::Owned(s.expose().to_owned())),
     }
 }
 
-fn leaf(
+/// A leaf's identity for health and breakers, without resolving it.
+pub fn leaf_key(node: &Node, headers: &HeaderMap) -> Option<String> {
+    let provider = node.target.provider.as_deref()?;
+    Some(targets::key(
+        provider,
+        node.inherit.custom_host.as_deref(),
+        node.inherit
+            .override_params
+            .get("model")
+            .and_then(Value::as_str),
+        leaf_api_key(node, headers).as_deref(),
+    ))
+}
+
+/// A leaf of a config (its settings already inherited) as a call to make;
+/// what the config leaves out comes from the request's headers.
+pub fn resolve_target(
     config: &ServerConfig,
     plugins: &plugins::Registry,
     headers: &HeaderMap,
     node: &Node,
-    inherited: Inherited,
-    path: String,
-) -> Result<Plan, GatewayError> {
+) -> Result<Target, GatewayError> {
     let t = &node.target;
+    let inherited = &node.inherit;
     let Some(slug) = &t.provider else {
-        return Err(GatewayError::Unsupported(format!(
-            "`{path}` names a virtual key; virtual keys are not configured on this gateway"
-        )));
+        return Err(GatewayError::Unsupported(
+            "a target names a virtual key; virtual keys are not configured on this gateway"
+                .to_owned(),
+        ));
     };
     let forward_headers = match &inherited.forward_headers {
         Some(names) => headers::parse_forward_names(names.iter().map(String::as_str))?,
@@ -394,23 +314,31 @@ fn leaf(
         Some(ms) => Some(Duration::from_millis(ms)),
         None => headers::request_timeout(headers)?,
     };
-    Ok(Plan {
-        target: Target {
-            provider: provider(config, plugins, slug)?,
-            api_key: match &t.api_key {
-                Some(k) => Some(k.clone()),
-                None => headers::bearer(headers)?,
-            },
-            custom_host: inherited.custom_host,
-            options: t.provider_options.clone(),
-            override_params: inherited.override_params,
-            request_timeout,
-            forward_headers,
-            weight: node.weight,
-        },
-        option_path: path,
-        hooks: inherited.hooks,
-        router: None,
+    let api_key = match &t.api_key {
+        Some(k) => Some(k.clone()),
+        None => headers::bearer(headers)?,
+    };
+    let key = targets::key(
+        slug,
+        inherited.custom_host.as_deref(),
+        inherited
+            .override_params
+            .get("model")
+            .and_then(Value::as_str),
+        api_key.as_ref().map(Secret::expose),
+    );
+    Ok(Target {
+        provider: provider(config, plugins, slug)?,
+        api_key,
+        custom_host: inherited.custom_host.clone(),
+        options: t.provider_options.clone(),
+        override_params: inherited.override_params.clone(),
+        request_timeout,
+        stream_idle_timeout: inherited.stream_idle_timeout_ms.map(Duration::from_millis),
+        forward_headers,
+        retry: inherited.retry.clone(),
+        hooks: inherited.hooks.clone(),
+        key,
     })
 }
 
@@ -443,28 +371,37 @@ mod tests {
         .expect("config")
     }
 
+    /// The plan, and its first leaf resolved with the same headers.
+    fn first_target(s: &ServerConfig, pairs: &[(&'static str, &str)]) -> (Plan, Target) {
+        let h = headers(pairs);
+        let plugins = no_plugins();
+        let plan = plan(s, &ConfigCache::default(), &plugins, &h).expect("plan");
+        let target = plan.first_target(s, &plugins, &h).expect("target");
+        (plan, target)
+    }
+
     #[test]
     fn headers_alone_name_provider_key_and_settings() {
-        let plan = plan(
+        let (plan, t) = first_target(
             &server(),
-            &ConfigCache::default(),
-            &no_plugins(),
-            &headers(&[
+            &[
                 ("x-portkey-provider", "openai"),
                 ("authorization", "Bearer sk-1"),
                 ("x-sluice-custom-host", "http://127.0.0.1:9/v1"),
                 ("x-portkey-request-timeout", "250"),
                 ("x-portkey-forward-headers", "x-a, X-B"),
-            ]),
-        )
-        .expect("plan");
-        let t = plan.target;
+                ("x-portkey-retry-count", "3"),
+            ],
+        );
         assert_eq!(t.provider.slug(), "openai");
         assert_eq!(t.api_key.as_ref().map(Secret::expose), Some("sk-1"));
         assert_eq!(t.custom_host.as_deref(), Some("http://127.0.0.1:9/v1"));
         assert_eq!(t.request_timeout, Some(Duration::from_millis(250)));
         assert_eq!(t.forward_headers, ["x-a", "x-b"]);
-        assert_eq!(plan.option_path, "config");
+        assert_eq!(t.retry.as_ref().map(|r| r.attempts), Some(3));
+        assert_eq!(plan.label, ConfigLabel::Headers);
+        assert!(!plan.breakers(), "plain headers get the upstream's answers");
+        assert!(!t.key.contains("sk-1"), "{}", t.key);
     }
 
     #[test]
@@ -476,7 +413,7 @@ mod tests {
             (
                 &[
                     ("x-portkey-provider", "openai"),
-                    ("x-portkey-request-timeout", "soon"),
+                    ("x-portkey-retry-count", "11"),
                 ],
                 "invalid_request",
             ),
@@ -488,9 +425,9 @@ mod tests {
             (
                 &[(
                     "x-portkey-config",
-                    "{\"strategy\":{\"mode\":\"fallback\"},\"targets\":[{\"provider\":\"openai\"}]}",
+                    "{\"strategy\":{\"mode\":\"fallback\"},\"targets\":[]}",
                 )],
-                "unsupported",
+                "invalid_config",
             ),
         ];
         for (pairs, code) in cases {
@@ -502,58 +439,72 @@ mod tests {
     }
 
     #[test]
-    fn a_config_header_wins_and_single_strategies_inherit() {
+    fn a_config_header_wins_and_targets_inherit() {
         let cfg = r#"{"strategy":{"mode":"single"},"request_timeout":100,
             "override_params":{"model":"a","temperature":0},"forward_headers":["x-keep"],
+            "retry":{"attempts":2},"stream_idle_timeout":50,
             "targets":[{"provider":"azure-openai","resource_name":"r","override_params":{"model":"b"}}]}"#;
-        let plan = plan(
+        let (plan, t) = first_target(
             &server(),
-            &ConfigCache::default(),
-            &no_plugins(),
-            &headers(&[
+            &[
                 ("x-portkey-config", &cfg.replace('\n', " ")),
                 ("x-portkey-provider", "groq"),
                 ("authorization", "Bearer from-client"),
-            ]),
-        )
-        .expect("plan");
-        let t = plan.target;
+            ],
+        );
+        assert_eq!(plan.label, ConfigLabel::Header);
+        assert!(plan.breakers());
         assert_eq!(t.provider.slug(), "azure-openai");
-        assert_eq!(plan.option_path, "config.targets[0]");
         assert_eq!(t.override_params["model"], "b");
         assert_eq!(t.override_params["temperature"], 0);
         assert_eq!(t.request_timeout, Some(Duration::from_millis(100)));
+        assert_eq!(t.stream_idle_timeout, Some(Duration::from_millis(50)));
+        assert_eq!(t.retry.as_ref().map(|r| r.attempts), Some(2));
         assert_eq!(t.forward_headers, ["x-keep"]);
         assert_eq!(t.options["resource_name"], "r");
         assert_eq!(t.api_key.as_ref().map(Secret::expose), Some("from-client"));
+        assert!(t.key.starts_with("azure-openai b key:"), "{}", t.key);
     }
 
     #[test]
     fn named_and_default_configs() {
-        let s = server();
-        let plan1 = plan(
-            &s,
-            &ConfigCache::default(),
-            &no_plugins(),
-            &headers(&[("x-portkey-config", "named")]),
-        )
-        .expect("named");
-        assert_eq!(plan1.target.provider.slug(), "groq");
-        assert_eq!(
-            plan1.target.api_key.as_ref().map(Secret::expose),
-            Some("gk")
-        );
-        assert_eq!(plan1.option_path, "config");
+        let (plan1, t) = first_target(&server(), &[("x-portkey-config", "named")]);
+        assert_eq!(plan1.label, ConfigLabel::Named("named".into()));
+        assert_eq!(t.provider.slug(), "groq");
+        assert_eq!(t.api_key.as_ref().map(Secret::expose), Some("gk"));
 
         let mut s = server();
         s.default_config = Some("named".into());
-        let plan2 = plan(
-            &s,
-            &ConfigCache::default(),
-            &no_plugins(),
-            &HeaderMap::new(),
-        )
-        .expect("default");
-        assert_eq!(plan2.target.override_params["model"], "llama");
+        let (_, t) = first_target(&s, &[]);
+        assert_eq!(t.override_params["model"], "llama");
+    }
+
+    #[test]
+    fn only_a_config_without_branches_has_a_sole_provider() {
+        let s = server();
+        let plugins = no_plugins();
+        let sole = |cfg: &str| {
+            let h = headers(&[("x-portkey-config", cfg)]);
+            plan(&s, &ConfigCache::default(), &plugins, &h)
+                .expect("plan")
+                .sole_provider(&s, &plugins)
+                .expect("provider")
+                .map(|p| p.slug().to_owned())
+        };
+        assert_eq!(
+            sole(r#"{"strategy":{"mode":"single"},"targets":[{"provider":"groq"},{"provider":"openai"}]}"#).as_deref(),
+            Some("groq")
+        );
+        assert_eq!(
+            sole(
+                r#"{"strategy":{"mode":"fallback"},"targets":[{"provider":"groq"},{"provider":"openai"}]}"#
+            ),
+            None
+        );
+        assert_eq!(
+            sole(r#"{"strategy":{"mode":"fallback"},"targets":[{"provider":"openai"}]}"#)
+                .as_deref(),
+            Some("openai")
+        );
     }
 }

@@ -32,7 +32,7 @@ use crate::upstream::Upstream;
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub plugins: Arc<crate::plugins::Registry>,
-    pub health: Arc<crate::routing::Health>,
+    pub targets: Arc<crate::routing::Targets>,
 }
 
 /// Everything a request handler shares.
@@ -42,8 +42,8 @@ pub struct AppState {
     pub upstream: Upstream,
     /// Plugins, shared by every worker.
     pub plugins: Arc<crate::plugins::Registry>,
-    /// Targets' recent health, shared by every worker.
-    pub health: Arc<crate::routing::Health>,
+    /// Targets' recent health and circuits, shared by every worker.
+    pub targets: Arc<crate::routing::Targets>,
     /// Parsed `x-portkey-config` headers.
     pub configs: ConfigCache,
     pub started: Instant,
@@ -58,7 +58,7 @@ impl AppState {
             config,
             upstream,
             plugins: shared.plugins.clone(),
-            health: shared.health.clone(),
+            targets: shared.targets.clone(),
             configs: ConfigCache::default(),
             started: Instant::now(),
         })
@@ -71,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/admin/plugins", get(admin_plugins))
+        .route("/admin/targets", get(admin_targets))
         .route("/v1/chat/completions", post_route(Endpoint::Chat))
         .route("/v1/completions", post_route(Endpoint::Completions))
         .route("/v1/embeddings", post_route(Endpoint::Embeddings))
@@ -128,6 +129,25 @@ async fn admin_plugins(State(state): State<Arc<AppState>>) -> Response {
         "reloads": state.plugins.reloads(),
         "plugins": plugins,
         "files": files,
+    }))
+    .into_response()
+}
+
+/// Every upstream target seen since start: its circuit (closed, open with the
+/// time left, half-open), failures in the breaker's window, calls in flight,
+/// smoothed error rate and latency. Keys appear only as fingerprints.
+async fn admin_targets(State(state): State<Arc<AppState>>) -> Response {
+    let b = state.targets.settings();
+    axum::Json(json!({
+        "circuit_breaker": {
+            "enabled": b.enabled,
+            "consecutive_failures": b.consecutive_failures,
+            "error_rate": b.error_rate,
+            "min_requests": b.min_requests,
+            "window_ms": b.window.as_millis() as u64,
+            "cool_down_ms": b.cool_down.as_millis() as u64,
+        },
+        "targets": state.targets.snapshot(),
     }))
     .into_response()
 }

@@ -1,19 +1,20 @@
 //! The proxy pipeline for one request, stage by stage, in this order:
 //!
-//! 1. routing — decide the target from headers and config (cheap, no body yet,
-//!    so a bad header is answered before a large upload is read);
-//! 2. body — read it within `server.max_body_bytes`, check it is what the route
-//!    takes, apply `override_params`;
-//! 3. router — a `router` strategy's plugin picks the target, now that the
-//!    body (model) is known;
-//! 4. guardrails — before-request hooks may rewrite the body or answer (446);
-//! 5. provider — build the upstream request;
-//! 6. upstream — send it within the deadline, noting the target's health;
-//! 7. relay — stream or check the answer and hand it to the client;
-//! 8. guardrails — after-response hooks on a complete answer, `hook_results`.
+//! 1. routing — decide the config from headers (cheap, no body yet, so a bad
+//!    header is answered before a large upload is read);
+//! 2. body — read it within `server.max_body_bytes`;
+//! 3. the routing engine walks the config's strategy tree; for each target it
+//!    tries ([`Proxied`], the engine's [`Attempts`]):
+//!    - prepare: check the body is what the route takes, apply the target's
+//!      `override_params`, run its before-request hooks (which may rewrite the
+//!      body or answer 446);
+//!    - send, as often as its retries allow: the provider builds the upstream
+//!      request, it is sent within the deadline, the answer is relayed (streams
+//!      once their first byte is in), and the after-response hooks run on a
+//!      complete answer;
+//! 4. the chosen answer leaves with Portkey's routing headers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
@@ -21,8 +22,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use serde_json::Value;
-use tokio::time::Instant;
+use serde_json::{Map, Value};
 
 use super::relay;
 use super::{AppState, RequestInfo};
@@ -30,7 +30,7 @@ use crate::GatewayError;
 use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
 use crate::providers::{BodyKind, Endpoint, body};
-use crate::routing::{self, Plan};
+use crate::routing::{self, Attempts, Deadline, Engine, InFlight, Step, Target, Total, Tried};
 
 /// The axum handler for every proxied route.
 pub async fn handle(
@@ -43,11 +43,13 @@ pub async fn handle(
 ) -> Response {
     match run(&state, endpoint, req).await {
         Ok(response) => response,
-        Err(err) => {
-            tracing::warn!(status = err.status().as_u16(), code = err.code(), error = %err, "request failed");
-            err.into_response()
-        }
+        Err(err) => failed(err),
     }
+}
+
+fn failed(err: GatewayError) -> Response {
+    tracing::warn!(status = err.status().as_u16(), code = err.code(), error = %err, "request failed");
+    err.into_response()
 }
 
 /// A body ready to send, or an answer that ends the request here.
@@ -62,9 +64,7 @@ enum Prepared {
 
 async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
-    let span = tracing::Span::current();
-
-    let mut plan = routing::plan(
+    let plan = routing::plan(
         &state.config,
         &state.configs,
         &state.plugins,
@@ -72,94 +72,177 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     )?;
     let metadata = routing::headers_metadata(&parts.headers)?;
     // Before the body is read: a wrong route must not cost a large upload.
-    if plan.router.is_none() {
-        plan.target.provider.require(endpoint)?;
+    if let Some(provider) = plan.sole_provider(&state.config, &state.plugins)? {
+        provider.require(endpoint)?;
     }
-    let hooks = plan.hooks.clone();
-
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
-    if plan.router.is_some() {
-        // The router sees the model, so it runs once the body is here, and
-        // before anything that depends on the target (overrides, hooks).
-        let model = body::peek(&bytes)
-            .ok()
-            .and_then(|p| p.model.map(|m| m.into_owned()));
-        plan.resolve(
-            &state.plugins,
-            &state.health,
-            endpoint,
-            model,
-            &metadata,
-            Some(&bytes),
-        )
-        .await?;
-        plan.target.provider.require(endpoint)?;
-    }
-    let ctx = guardrails::Context {
+
+    let proxied = Proxied {
+        state,
         endpoint,
-        provider: plan.target.provider.slug(),
+        parts: &parts,
+        bytes: bytes.clone(),
         metadata: &metadata,
     };
-    let (body, stream, before) =
-        match prepare(state, &plan, &hooks, &ctx, &parts.headers, bytes).await? {
-            Prepared::Send {
-                body,
-                stream,
-                hook_results,
-            } => (body, stream, hook_results),
-            Prepared::Answer(response) => return Ok(with_routing_headers(response, &plan)),
-        };
-    let provider = plan.target.provider.clone();
-    span.record("gen_ai.provider.name", provider.slug());
-
-    let path = parts.uri.path();
-    let call = plan.target.call(
-        endpoint,
-        parts.method.clone(),
+    let engine = Engine::new(
+        &state.config,
+        &state.plugins,
+        &state.targets,
         &parts.headers,
-        parts.uri.query(),
-        path.strip_prefix("/v1").unwrap_or(path),
-        body,
-    );
-    let upstream_req = provider.build_request(&call).await?;
-
-    let deadline = Deadline::new(
-        plan.target.request_timeout,
-        state.config.upstream.timeout,
-        provider.slug(),
-    );
-    let health_key = routing::Health::key(&plan.option_path, provider.slug());
-    state.health.start(&health_key);
-    let started = Instant::now();
-    let response = tokio::time::timeout_at(
-        deadline.at,
-        state.upstream.send(
-            provider.slug(),
-            upstream_req,
-            plan.target.custom_host.is_some(),
-        ),
-    )
-    .await
-    .map_err(|_| deadline.error());
-    let ok = matches!(&response, Ok(Ok(r)) if !r.status().is_server_error());
-    state.health.end(&health_key, ok, started.elapsed());
-    let response = response??;
-
-    let response = relay::relay(
-        response,
-        provider.as_ref(),
+        &plan.label,
+        plan.breakers(),
         endpoint,
-        stream,
-        &deadline,
-        state.config.upstream.max_response_bytes,
-    )
-    .await?;
-    let response = if hooks.is_empty() {
-        response
-    } else {
-        after_hooks(state, &hooks, &ctx, stream, before, response).await?
+        &metadata,
+        parts.uri.path(),
+        &bytes,
+        Total::new(
+            plan.config.total_timeout_ms,
+            state.config.upstream.total_timeout,
+        ),
+        &proxied,
+    );
+    let tried = engine.run(&plan.config).await;
+    Ok(answer(tried))
+}
+
+/// The engine's choice as the client's answer, with Portkey's headers: the
+/// provider and config path of the target that answered, and the retries made.
+fn answer(tried: Tried<Body>) -> Response {
+    let mut response = match tried.answer {
+        Ok(r) => r,
+        Err(e) => failed(e),
     };
-    Ok(with_routing_headers(response, &plan))
+    let headers = response.headers_mut();
+    if let Some((path, provider)) = &tried.target {
+        if let Ok(v) = http::HeaderValue::from_str(provider) {
+            headers.insert("x-portkey-provider", v);
+        }
+        if let Ok(v) = http::HeaderValue::from_str(path) {
+            headers.insert("x-portkey-last-used-option-index", v);
+        }
+    }
+    headers.insert(
+        "x-portkey-retry-attempt-count",
+        http::HeaderValue::from(tried.retries),
+    );
+    response
+}
+
+/// One request's side of the routing engine: what it prepares and sends to a
+/// target.
+struct Proxied<'a> {
+    state: &'a AppState,
+    endpoint: Endpoint,
+    parts: &'a http::request::Parts,
+    bytes: Bytes,
+    metadata: &'a Map<String, Value>,
+}
+
+/// A body prepared for one target.
+struct Ready {
+    body: Bytes,
+    stream: bool,
+    before: Option<StageResult>,
+}
+
+impl Proxied<'_> {
+    fn guardrails_context<'c>(&'c self, target: &'c Target) -> guardrails::Context<'c> {
+        guardrails::Context {
+            endpoint: self.endpoint,
+            provider: target.provider.slug(),
+            metadata: self.metadata,
+        }
+    }
+}
+
+impl Attempts for Proxied<'_> {
+    type Body = Body;
+    type Prepared = Ready;
+
+    async fn prepare(&self, target: &Target) -> Result<Step<Ready, Body>, GatewayError> {
+        target.provider.require(self.endpoint)?;
+        let ctx = self.guardrails_context(target);
+        Ok(
+            match prepare(
+                self.state,
+                target,
+                &ctx,
+                &self.parts.headers,
+                self.bytes.clone(),
+            )
+            .await?
+            {
+                Prepared::Send {
+                    body,
+                    stream,
+                    hook_results,
+                } => Step::Send(Ready {
+                    body,
+                    stream,
+                    before: hook_results,
+                }),
+                Prepared::Answer(response) => Step::Answer(response),
+            },
+        )
+    }
+
+    async fn send(
+        &self,
+        target: &Target,
+        ready: &Ready,
+        deadline: &Deadline,
+        in_flight: InFlight,
+    ) -> Result<Response, GatewayError> {
+        let state = self.state;
+        let provider = &target.provider;
+        tracing::Span::current().record("gen_ai.provider.name", provider.slug());
+        let path = self.parts.uri.path();
+        let call = target.call(
+            self.endpoint,
+            self.parts.method.clone(),
+            &self.parts.headers,
+            self.parts.uri.query(),
+            path.strip_prefix("/v1").unwrap_or(path),
+            ready.body.clone(),
+        );
+        let upstream_req = provider.build_request(&call).await?;
+        let response = tokio::time::timeout_at(
+            deadline.at,
+            state
+                .upstream
+                .send(provider.slug(), upstream_req, target.custom_host.is_some()),
+        )
+        .await
+        .map_err(|_| deadline.error())??;
+        let response = relay::relay(
+            response,
+            provider.as_ref(),
+            self.endpoint,
+            ready.stream,
+            deadline,
+            state.config.upstream.max_response_bytes,
+            relay::Streaming {
+                idle: target
+                    .stream_idle_timeout
+                    .unwrap_or(state.config.upstream.stream_idle_timeout),
+                in_flight,
+            },
+        )
+        .await?;
+        if target.hooks.is_empty() {
+            return Ok(response);
+        }
+        let ctx = self.guardrails_context(target);
+        after_hooks(
+            state,
+            &target.hooks,
+            &ctx,
+            ready.stream,
+            ready.before.as_ref(),
+            response,
+        )
+        .await
+    }
 }
 
 /// A JSON object's text with one more member, without parsing it again (the
@@ -199,10 +282,11 @@ async fn after_hooks(
     hooks: &Hooks,
     ctx: &guardrails::Context<'_>,
     stream: bool,
-    before: Option<StageResult>,
+    before: Option<&StageResult>,
     response: Response,
 ) -> Result<Response, GatewayError> {
-    let before = before.unwrap_or_default();
+    let empty = StageResult::default();
+    let before = before.unwrap_or(&empty);
     let is_json = response
         .headers()
         .get(CONTENT_TYPE)
@@ -257,44 +341,6 @@ async fn after_hooks(
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
-/// The time by which the upstream must have answered: the caller's
-/// `request_timeout` (408 when passed) or the server's own limit (504).
-pub struct Deadline {
-    pub at: Instant,
-    client_ms: Option<u64>,
-    server_ms: u64,
-    provider: String,
-}
-
-impl Deadline {
-    fn new(client: Option<Duration>, server: Duration, provider: &str) -> Self {
-        let (limit, client_ms) = match client {
-            Some(c) if c <= server => (c, Some(c.as_millis() as u64)),
-            _ => (server, None),
-        };
-        Self {
-            at: Instant::now() + limit,
-            client_ms,
-            server_ms: server.as_millis() as u64,
-            provider: provider.to_owned(),
-        }
-    }
-
-    /// The error for a passed deadline.
-    pub fn error(&self) -> GatewayError {
-        match self.client_ms {
-            Some(timeout_ms) => GatewayError::RequestTimeout {
-                provider: self.provider.clone(),
-                timeout_ms,
-            },
-            None => GatewayError::UpstreamTimeout {
-                provider: self.provider.clone(),
-                timeout_ms: self.server_ms,
-            },
-        }
-    }
-}
-
 async fn read_body(
     body: Body,
     headers: &http::HeaderMap,
@@ -320,8 +366,7 @@ async fn read_body(
 
 async fn prepare(
     state: &AppState,
-    plan: &Plan,
-    hooks: &Hooks,
+    target: &Target,
     ctx: &guardrails::Context<'_>,
     headers: &http::HeaderMap,
     bytes: Bytes,
@@ -349,7 +394,8 @@ async fn prepare(
         BodyKind::Raw => return Ok(send(bytes)),
     }
 
-    let overrides = &plan.target.override_params;
+    let hooks = &target.hooks;
+    let overrides = &target.override_params;
     let run_hooks = !hooks.before.is_empty() && guardrails::applies(ctx.endpoint, false);
     if overrides.is_empty() && !run_hooks {
         // The common case: nothing changes the body, so it is only checked and
@@ -417,17 +463,6 @@ async fn prepare(
         stream,
         hook_results,
     })
-}
-
-fn with_routing_headers(mut response: Response, plan: &Plan) -> Response {
-    let headers = response.headers_mut();
-    if let Ok(v) = http::HeaderValue::from_str(plan.target.provider.slug()) {
-        headers.insert("x-portkey-provider", v);
-    }
-    if let Ok(path) = http::HeaderValue::from_str(&plan.option_path) {
-        headers.insert("x-portkey-last-used-option-index", path);
-    }
-    response
 }
 
 #[cfg(test)]

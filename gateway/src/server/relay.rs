@@ -2,9 +2,13 @@
 //!
 //! - Streams (`stream: true` answered 2xx) and non-JSON answers (audio, the
 //!   passthrough route) are forwarded chunk by chunk as they arrive: nothing is
-//!   buffered or delayed. If an SSE stream breaks, the client gets one final
+//!   buffered or delayed. The first chunk is awaited before the answer is
+//!   committed, so a stream that fails before its first byte is an error the
+//!   routing engine retries or falls back on. If an SSE stream breaks later, or
+//!   goes quiet for longer than the idle timeout, the client gets one final
 //!   `data: {"error": ...}` event (what OpenAI's SDKs raise on) instead of a
-//!   silent truncation. Dropping the client's body drops the upstream request.
+//!   silent truncation or a hang. Dropping the client's body drops the upstream
+//!   request.
 //! - Other answers are read whole (within the deadline) so they can be checked:
 //!   a 2xx that is not JSON is a 502; an error status with a JSON body is passed
 //!   through as it is; an error status with any other body is wrapped in OpenAI's
@@ -17,11 +21,27 @@ use futures_util::StreamExt;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 
-use super::proxy::Deadline;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+
 use crate::GatewayError;
 use crate::error::openai_error;
 use crate::providers::{ChunkTranslator, Endpoint, Provider};
+use crate::routing::{Deadline, InFlight};
 use crate::upstream::{describe, strip_hop_by_hop};
+
+/// How a streamed answer is relayed.
+pub struct Streaming {
+    /// The longest wait for the next chunk.
+    pub idle: Duration,
+    /// Held until the stream ends.
+    #[expect(dead_code, reason = "held for its Drop: the call counts as in flight")]
+    pub in_flight: InFlight,
+}
+
+/// The upstream's chunks, owned.
+type Chunks = BoxStream<'static, reqwest::Result<Bytes>>;
 
 /// Turns the upstream response into the client's.
 pub async fn relay(
@@ -31,6 +51,7 @@ pub async fn relay(
     stream: bool,
     deadline: &Deadline,
     max_bytes: usize,
+    streaming: Streaming,
 ) -> Result<Response, GatewayError> {
     let status = upstream.status();
     // Taken, not cloned: the body is all that is read from `upstream` after this.
@@ -41,20 +62,23 @@ pub async fn relay(
     if status.is_success() && stream {
         let translator = provider.stream_translator(endpoint, None).await?;
         if let Some(translator) = translator {
+            let chunks = first_chunk(upstream, deadline, provider.slug(), false).await?;
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             return response(
                 status,
                 headers,
-                translated_sse(upstream, translator, provider.slug().to_owned()),
+                translated_sse(chunks, translator, provider.slug().to_owned(), streaming),
             );
         }
     }
     if status.is_success() && (stream || !endpoint.answers_json()) {
         let sse = stream && is_event_stream(&headers);
+        // Only an event stream must have a first event; an empty file is a file.
+        let chunks = first_chunk(upstream, deadline, provider.slug(), !sse).await?;
         let body = if sse {
-            sse_body(upstream, provider.slug().to_owned())
+            sse_body(chunks, provider.slug().to_owned(), streaming)
         } else {
-            Body::from_stream(upstream.bytes_stream())
+            raw_body(chunks, streaming)
         };
         return response(status, headers, body);
     }
@@ -191,24 +215,71 @@ fn error_event(provider: &str, detail: &str, code: &str) -> Bytes {
     Bytes::from(format!("data: {event}\n\n"))
 }
 
-/// An SSE body made by a provider's translator from the upstream's own stream
-/// format: each chunk becomes `data: {chunk}`, then `data: [DONE]`. A broken
-/// upstream stream or a failing translator ends it with an error event.
-fn translated_sse(
+/// Waits (within the deadline) for a stream's first chunk: a stream that fails
+/// before it is an error, not a committed answer.
+async fn first_chunk(
     upstream: reqwest::Response,
+    deadline: &Deadline,
+    provider: &str,
+    empty_ok: bool,
+) -> Result<Chunks, GatewayError> {
+    let mut chunks = upstream.bytes_stream().boxed();
+    match tokio::time::timeout_at(deadline.at, chunks.next()).await {
+        Err(_) => Err(deadline.error()),
+        Ok(Some(Ok(first))) => Ok(futures_util::stream::once(async move { Ok(first) })
+            .chain(chunks)
+            .boxed()),
+        Ok(Some(Err(e))) => Err(GatewayError::UpstreamUnreachable {
+            provider: provider.to_owned(),
+            detail: format!("the stream broke before its first byte: {}", describe(&e)),
+        }),
+        Ok(None) if empty_ok => Ok(futures_util::stream::empty().boxed()),
+        Ok(None) => Err(GatewayError::UpstreamGarbage {
+            provider: provider.to_owned(),
+            detail: "the stream ended before its first event".into(),
+        }),
+    }
+}
+
+/// What came next from the upstream stream.
+enum Next {
+    Chunk(Bytes),
+    /// Broke: the detail and the error code for the client's event.
+    Broke(String, &'static str),
+    End,
+}
+
+async fn next(chunks: &mut Chunks, idle: Duration) -> Next {
+    match tokio::time::timeout(idle, chunks.next()).await {
+        Ok(Some(Ok(chunk))) => Next::Chunk(chunk),
+        Ok(Some(Err(e))) => Next::Broke(describe(&e), "upstream_stream_error"),
+        Ok(None) => Next::End,
+        Err(_) => Next::Broke(
+            format!(
+                "no data for {} ms (the stream idle timeout)",
+                idle.as_millis()
+            ),
+            "stream_idle_timeout",
+        ),
+    }
+}
+
+/// An SSE body made by a provider's translator from the upstream's own stream
+/// format: each chunk becomes `data: {chunk}`, then `data: [DONE]`. A broken or
+/// stalled upstream stream, or a failing translator, ends it with an error event.
+fn translated_sse(
+    chunks: Chunks,
     translator: Box<dyn ChunkTranslator>,
     provider: String,
+    streaming: Streaming,
 ) -> Body {
-    type State = (
-        futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-        Box<dyn ChunkTranslator>,
-    );
+    type State = (Chunks, Box<dyn ChunkTranslator>, Streaming);
     let events = futures_util::stream::unfold(
-        Some((upstream.bytes_stream().boxed(), translator)),
+        Some((chunks, translator, streaming)),
         move |state: Option<State>| {
             let provider = provider.clone();
             async move {
-                let (mut inner, mut translator) = state?;
+                let (mut inner, mut translator, streaming) = state?;
                 let frame = |chunks: Vec<String>| {
                     let mut out = String::new();
                     for c in chunks {
@@ -218,46 +289,29 @@ fn translated_sse(
                     }
                     Bytes::from(out)
                 };
-                match inner.next().await {
-                    Some(Ok(bytes)) => match translator.push(&bytes).await {
+                let translation_failed = |e: &dyn std::fmt::Display| {
+                    tracing::warn!(provider = %provider, error = %e, "stream translation failed");
+                    error_event(&provider, &e.to_string(), "stream_translation_error")
+                };
+                match next(&mut inner, streaming.idle).await {
+                    Next::Chunk(bytes) => match translator.push(&bytes).await {
                         Ok(chunks) => Some((
                             Ok::<Bytes, std::convert::Infallible>(frame(chunks)),
-                            Some((inner, translator)),
+                            Some((inner, translator, streaming)),
                         )),
-                        Err(e) => {
-                            tracing::warn!(provider = %provider, error = %e, "stream translation failed");
-                            Some((
-                                Ok(error_event(
-                                    &provider,
-                                    &e.to_string(),
-                                    "stream_translation_error",
-                                )),
-                                None,
-                            ))
-                        }
+                        Err(e) => Some((Ok(translation_failed(&e)), None)),
                     },
-                    Some(Err(e)) => {
-                        let detail = describe(&e);
+                    Next::Broke(detail, code) => {
                         tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
-                        Some((
-                            Ok(error_event(&provider, &detail, "upstream_stream_error")),
-                            None,
-                        ))
+                        Some((Ok(error_event(&provider, &detail, code)), None))
                     }
-                    None => match translator.finish().await {
+                    Next::End => match translator.finish().await {
                         Ok(chunks) => {
                             let mut out = frame(chunks).to_vec();
                             out.extend_from_slice(b"data: [DONE]\n\n");
                             Some((Ok(Bytes::from(out)), None))
                         }
-                        Err(e) => Some((
-                            Ok(error_event(
-                                &provider,
-                                &e.to_string(),
-                                "stream_translation_error",
-                            )),
-                            None,
-                        )),
+                        Err(e) => Some((Ok(translation_failed(&e)), None)),
                     },
                 }
             }
@@ -266,31 +320,42 @@ fn translated_sse(
     Body::from_stream(events)
 }
 
-/// An SSE body that ends with an error event if the upstream stream breaks.
-fn sse_body(upstream: reqwest::Response, provider: String) -> Body {
-    let events = futures_util::stream::unfold(Some(upstream.bytes_stream()), move |state| {
+/// An SSE body that ends with an error event if the upstream stream breaks or
+/// stalls.
+fn sse_body(chunks: Chunks, provider: String, streaming: Streaming) -> Body {
+    let events = futures_util::stream::unfold(Some((chunks, streaming)), move |state| {
         let provider = provider.clone();
         async move {
-            let mut inner = state?;
-            match inner.next().await {
-                Some(Ok(chunk)) => {
-                    Some((Ok::<Bytes, std::convert::Infallible>(chunk), Some(inner)))
-                }
-                Some(Err(e)) => {
-                    let detail = describe(&e);
+            let (mut inner, streaming) = state?;
+            match next(&mut inner, streaming.idle).await {
+                Next::Chunk(chunk) => Some((
+                    Ok::<Bytes, std::convert::Infallible>(chunk),
+                    Some((inner, streaming)),
+                )),
+                Next::Broke(detail, code) => {
                     tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
                     // The blank lines end an event the upstream left half-sent.
                     let mut out = b"\n\n".to_vec();
-                    out.extend_from_slice(&error_event(
-                        &provider,
-                        &detail,
-                        "upstream_stream_error",
-                    ));
+                    out.extend_from_slice(&error_event(&provider, &detail, code));
                     Some((Ok(Bytes::from(out)), None))
                 }
-                None => None,
+                Next::End => None,
             }
         }
     });
     Body::from_stream(events)
+}
+
+/// Any other streamed body (audio, passthrough): a break or a stall aborts it,
+/// which the client sees as a cut connection (there is no error event to send).
+fn raw_body(chunks: Chunks, streaming: Streaming) -> Body {
+    let parts = futures_util::stream::unfold(Some((chunks, streaming)), |state| async move {
+        let (mut inner, streaming) = state?;
+        match next(&mut inner, streaming.idle).await {
+            Next::Chunk(chunk) => Some((Ok(chunk), Some((inner, streaming)))),
+            Next::Broke(detail, _) => Some((Err(std::io::Error::other(detail)), None)),
+            Next::End => None,
+        }
+    });
+    Body::from_stream(parts)
 }
