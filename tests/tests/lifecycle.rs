@@ -55,7 +55,12 @@ fn config_check_prints_every_problem_with_its_path() {
     let bad = dir.path.join("bad.toml");
     std::fs::write(
         &bad,
-        "[server]\nport = \"x\"\nspeed = 1\n[configs.a]\nprovider = \"nope\"\n[configs.b]\nstrategy = { mode = \"fallback\" }\n",
+        concat!(
+            "[server]\nport = \"x\"\nspeed = 1\n[configs.a]\nprovider = \"nope\"\n[configs.b]\nstrategy = { mode = \"fallback\" }\n",
+            "[configs.c]\nstrategy = { mode = \"conditional\", conditions = [{ query = { \"metadata.x\" = { \"$gtt\" = 1 } }, then = \"t\" }] }\n",
+            "targets = [{ name = \"t\", provider = \"openai\", retry = { attempts = 11 } }]\n",
+            "[routing.circuit_breaker]\nerror_rate = 2\n",
+        ),
     )
     .expect("write");
     let out = Command::new(gateway::binary())
@@ -70,7 +75,10 @@ fn config_check_prints_every_problem_with_its_path() {
         "server.speed: unknown field",
         "configs.a.provider: unknown provider `nope`",
         "configs.b.targets: a strategy needs a non-empty `targets` array",
-        "4 problem(s)",
+        "configs.c.strategy.conditions[0].query.\"metadata.x\".$gtt: unknown operator",
+        "configs.c.targets[0].retry.attempts: expected an integer from 0 to 10",
+        "routing.circuit_breaker.error_rate: expected a fraction",
+        "7 problem(s)",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
