@@ -2,12 +2,17 @@
 //! upstream, in one run.
 //!
 //! ```text
-//! cargo build --release -p sluice && cargo run --release -p sluice-tests --bin loadtest -- [--seconds 10] [--concurrency 1,16] [--guardrails 2]
+//! cargo build --release -p sluice && cargo run --release -p sluice-tests --bin loadtest -- [--seconds 10] [--concurrency 1,16] [--guardrails 2] [--tree]
 //! ```
 //!
 //! With `--guardrails N`, each concurrency also runs through the gateway with N
 //! before-request guardrail hooks (the built-in `blocklist` plugin, passing) and
 //! reports the CPU per request against plain passthrough.
+//!
+//! With `--tree`, each concurrency also runs a one-target config and a
+//! three-level routing tree (fallback over loadbalance over targets, with
+//! retries), both in `x-portkey-config`, and reports the tree's CPU per request
+//! against the one-target config's.
 //!
 //! It starts a fast mock upstream in-process and the real `sluice` binary (the
 //! release build next to this executable, or `$SLUICE_BIN`), then for each
@@ -26,6 +31,7 @@ struct Args {
     seconds: u64,
     concurrency: Vec<usize>,
     guardrails: usize,
+    tree: bool,
 }
 
 fn args() -> Result<Args> {
@@ -33,9 +39,14 @@ fn args() -> Result<Args> {
         seconds: 10,
         concurrency: vec![1, 16],
         guardrails: 0,
+        tree: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        if a == "--tree" {
+            out.tree = true;
+            continue;
+        }
         let v = it.next().with_context(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--seconds" => out.seconds = v.parse()?,
@@ -214,11 +225,34 @@ fn main() -> Result<()> {
             ("x-portkey-config", guarded_config.as_str()),
             ("authorization", "Bearer sk-load"),
         ];
+        let single_config = serde_json::json!({"provider": "mock"}).to_string();
+        let leaf = |w: u32| serde_json::json!({"provider": "mock", "weight": w});
+        let tree_config = serde_json::json!({
+            "strategy": {"mode": "fallback"},
+            "retry": {"attempts": 2},
+            "targets": [
+                {"strategy": {"mode": "loadbalance"}, "targets": [leaf(1), leaf(2), leaf(1)]},
+                {"strategy": {"mode": "loadbalance", "balance": "least_in_flight"}, "targets": [leaf(1), leaf(1)]}
+            ]
+        })
+        .to_string();
+        let single = [
+            ("x-portkey-config", single_config.as_str()),
+            ("authorization", "Bearer sk-load"),
+        ];
+        let tree = [
+            ("x-portkey-config", tree_config.as_str()),
+            ("authorization", "Bearer sk-load"),
+        ];
         // Warm every path (connection pools, allocator, plugin instances).
         drive(&direct_url, &[], 4, 1).await;
         drive(&gw_url, &headers, 4, 1).await;
         if args.guardrails > 0 {
             drive(&gw_url, &guarded, 4, 1).await;
+        }
+        if args.tree {
+            drive(&gw_url, &single, 4, 1).await;
+            drive(&gw_url, &tree, 4, 1).await;
         }
 
         println!();
@@ -278,6 +312,26 @@ fn main() -> Result<()> {
                     run.errors,
                     guarded_per_req / per_req.max(1e-9),
                 );
+            }
+        }
+        if args.tree {
+            for &c in &args.concurrency {
+                let mut per_req = Vec::new();
+                for (label, h) in [("one-target config", &single), ("3-level tree", &tree)] {
+                    let (u0, s0) = cpu_split(gw.pid())?;
+                    let run = drive(&gw_url, h, c, args.seconds).await;
+                    let (u1, s1) = cpu_split(gw.pid())?;
+                    let cpu = ((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6;
+                    let ratio = per_req.first().map_or(1.0, |base: &f64| cpu / base.max(1e-9));
+                    per_req.push(cpu);
+                    println!(
+                        "| {c} | gateway, {label} | {:.0} | {} | {} | {} | {cpu:.1} µs ({ratio:.2}x one target) | | |",
+                        run.rps(),
+                        ms(run.pct(0.5)),
+                        ms(run.pct(0.99)),
+                        run.errors,
+                    );
+                }
             }
         }
         let (rss, peak) = rss_mib(gw.pid())?;
