@@ -516,3 +516,36 @@ async fn a_router_plugins_order_is_tried_as_a_fallback() {
     // and then ranked last (its error rate is over the router's limit).
     assert_eq!(mock.count_model("fault:status=500"), 1);
 }
+
+#[tokio::test]
+async fn a_deny_guardrail_inherited_by_every_fallback_target_never_reaches_an_upstream() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let config = json!({"strategy": {"mode": "fallback"},
+        "input_guardrails": [{"deny": true, "blocklist": {"words": ["forbidden"]}}],
+        "targets": [to("first"), to("second")]});
+    let res = chat(
+        &gw,
+        &config,
+        json!({"model": "m", "messages": [{"role": "user", "content": "a forbidden word"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 446);
+    assert_eq!(
+        header(&res, "x-portkey-last-used-option-index"),
+        "config.targets[1]"
+    );
+    assert!(mock.received().is_empty());
+    // A target with its own (passing) hooks answers instead.
+    let config = json!({"strategy": {"mode": "fallback"},
+        "input_guardrails": [{"deny": true, "blocklist": {"words": ["forbidden"]}}],
+        "targets": [to("first"), {"provider": "mock", "override_params": {"model": "lenient"},
+                                  "input_guardrails": [{"deny": true, "blocklist": {"words": ["other"]}}]}]});
+    let res = chat(
+        &gw,
+        &config,
+        json!({"model": "m", "messages": [{"role": "user", "content": "a forbidden word"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(model_of(res).await, "lenient");
+}

@@ -170,11 +170,11 @@ pub struct Tried<B> {
     pub target: Option<(String, String)>,
     /// Portkey's `x-portkey-retry-attempt-count`.
     pub retries: i32,
-    kind: Kind2,
+    kind: Fate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind2 {
+enum Fate {
     Answered,
     /// Not tried: its circuit is open.
     Skipped,
@@ -191,7 +191,7 @@ impl<B> Tried<B> {
             answer,
             target,
             retries: 0,
-            kind: Kind2::Answered,
+            kind: Fate::Answered,
         }
     }
 
@@ -264,10 +264,10 @@ impl<'a, A: Attempts> Engine<'a, A> {
     /// Runs the config for this request.
     pub async fn run(&self, config: &RoutingConfig) -> Tried<A::Body> {
         let mut tried = self.node(&config.root, "config".to_owned()).await;
-        if tried.kind == Kind2::Skipped {
+        if tried.kind == Fate::Skipped {
             tracing::warn!("every target that could answer has an open circuit");
         }
-        tried.kind = Kind2::Answered;
+        tried.kind = Fate::Answered;
         tried
     }
 
@@ -334,11 +334,11 @@ impl<'a, A: Attempts> Engine<'a, A> {
         for &i in order {
             let tried = self.node(&node.targets[i], child_path(path, i)).await;
             match tried.kind {
-                Kind2::Fatal => return tried,
-                Kind2::Skipped => {
+                Fate::Fatal => return tried,
+                Fate::Skipped => {
                     skipped.get_or_insert(tried);
                 }
-                Kind2::Answered => {
+                Fate::Answered => {
                     if !moves_on(&tried.answer, strategy.on_status_codes.as_deref()) {
                         return tried;
                     }
@@ -537,7 +537,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
                 }),
                 target: who,
                 retries: 0,
-                kind: Kind2::Skipped,
+                kind: Fate::Skipped,
             };
         }
         let prepared = match self.attempts.prepare(&target).await {
@@ -552,7 +552,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
                     answer: Err(self.total.error()),
                     target: who,
                     retries: retries as i32,
-                    kind: Kind2::Fatal,
+                    kind: Fate::Fatal,
                 };
             }
             let deadline = Deadline::new(
@@ -573,7 +573,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
                 answer,
                 target: who.clone(),
                 retries,
-                kind: Kind2::Answered,
+                kind: Fate::Answered,
             };
             let Some(retry) = target.retry.as_ref().filter(|r| retryable(&answer, r)) else {
                 return done(answer, retries as i32);
