@@ -527,24 +527,32 @@ impl<'a, A: Attempts> Engine<'a, A> {
             }
         };
         let who = Some((path, target.provider.slug().to_owned()));
+        let skipped = |wait: Duration| Tried {
+            answer: Err(GatewayError::CircuitOpen {
+                target: target.key.clone(),
+                retry_after: wait,
+            }),
+            target: who.clone(),
+            retries: 0,
+            kind: Fate::Skipped,
+        };
+        // A look first (an open target's body is not prepared); the probe of a
+        // half-open circuit is taken only right before the call.
         if self.breakers
-            && let Err(wait) = self.targets.admit(&target.key)
+            && let Err(wait) = self.targets.peek(&target.key)
         {
-            return Tried {
-                answer: Err(GatewayError::CircuitOpen {
-                    target: target.key.clone(),
-                    retry_after: wait,
-                }),
-                target: who,
-                retries: 0,
-                kind: Fate::Skipped,
-            };
+            return skipped(wait);
         }
         let prepared = match self.attempts.prepare(&target).await {
             Ok(Step::Send(p)) => p,
             Ok(Step::Answer(r)) => return Tried::answered(Ok(r), who),
             Err(e) => return Tried::answered(Err(e), who),
         };
+        if self.breakers
+            && let Err(wait) = self.targets.admit(&target.key)
+        {
+            return skipped(wait);
+        }
         let mut retries = 0u32;
         loop {
             if Instant::now() >= self.total.at {

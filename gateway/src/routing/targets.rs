@@ -66,8 +66,14 @@ pub struct TargetHealth {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Circuit {
     Closed,
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Open {
+        until: Instant,
+    },
+    /// Since when a probe is out. A probe that never reports (its request was
+    /// cancelled) is given up after a cool-down, so the circuit cannot stick.
+    HalfOpen {
+        probe: Option<Instant>,
+    },
 }
 
 #[derive(Debug)]
@@ -170,8 +176,23 @@ impl Targets {
             in_flight,
             error_rate: inner.error_rate,
             latency_ms: inner.latency_ms,
-            circuit_open: self.settings.enabled && !inner.would_allow(Instant::now()),
+            circuit_open: self.settings.enabled
+                && inner.wait(Instant::now(), self.settings.cool_down).is_err(),
         }
+    }
+
+    /// Whether a call could go to the target now, changing nothing.
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        let Some(state) = self.states.read().ok().and_then(|m| m.get(key).cloned()) else {
+            return Ok(());
+        };
+        let Ok(inner) = state.inner.lock() else {
+            return Ok(());
+        };
+        inner.wait(Instant::now(), self.settings.cool_down)
     }
 
     /// Whether a call may go to the target now. In half-open state this takes
@@ -185,18 +206,12 @@ impl Targets {
             return Ok(());
         };
         let now = Instant::now();
-        match inner.circuit {
-            Circuit::Closed => Ok(()),
-            Circuit::Open { until } if now < until => Err(until - now),
-            Circuit::Open { .. } | Circuit::HalfOpen { probing: false } => {
-                tracing::info!(target = %state.label, "circuit half-open: probing");
-                inner.circuit = Circuit::HalfOpen { probing: true };
-                Ok(())
-            }
-            Circuit::HalfOpen { probing: true } => {
-                Err(self.settings.cool_down.min(Duration::from_secs(1)))
-            }
+        inner.wait(now, self.settings.cool_down)?;
+        if !matches!(inner.circuit, Circuit::Closed) {
+            tracing::info!(target = %state.label, "circuit half-open: probing");
+            inner.circuit = Circuit::HalfOpen { probe: Some(now) };
         }
+        Ok(())
     }
 
     /// A call starts.
@@ -318,11 +333,16 @@ impl State {
 }
 
 impl Inner {
-    fn would_allow(&self, now: Instant) -> bool {
+    /// How long until a call may pass (`Ok` when one may now).
+    fn wait(&self, now: Instant, cool_down: Duration) -> Result<(), Duration> {
         match self.circuit {
-            Circuit::Closed | Circuit::HalfOpen { probing: false } => true,
-            Circuit::Open { until } => now >= until,
-            Circuit::HalfOpen { probing: true } => false,
+            Circuit::Closed | Circuit::HalfOpen { probe: None } => Ok(()),
+            Circuit::Open { until } if now < until => Err(until - now),
+            Circuit::Open { .. } => Ok(()),
+            Circuit::HalfOpen { probe: Some(since) } if now < since + cool_down => {
+                Err(since + cool_down - now)
+            }
+            Circuit::HalfOpen { probe: Some(_) } => Ok(()),
         }
     }
 
@@ -400,10 +420,30 @@ mod tests {
         assert!(t.admit("k").is_err(), "still cooling down");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!t.get("k").circuit_open, "ready for a probe");
+        assert!(
+            t.peek("k").is_ok() && t.peek("k").is_ok(),
+            "a look takes nothing"
+        );
         assert!(t.admit("k").is_ok(), "the probe");
         assert!(t.admit("k").is_err(), "one probe at a time");
+        assert!(t.peek("k").is_err());
         t.record("k", Outcome::Success, Duration::ZERO);
         assert!(t.admit("k").is_ok() && t.admit("k").is_ok(), "closed again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_is_given_up() {
+        let t = Targets::new(settings());
+        fail(&t, "k", 3);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(
+            t.admit("k").is_ok(),
+            "the probe (its request is then cancelled)"
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(t.admit("k").is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(t.admit("k").is_ok(), "another probe");
     }
 
     #[tokio::test(start_paused = true)]
