@@ -380,6 +380,24 @@ async fn a_failing_target_trips_its_breaker_and_is_skipped_until_the_cool_down()
     assert!(failing["retry_in_ms"].as_u64().is_some_and(|ms| ms > 0));
     let backup = targets.iter().find(|t| t["target"] == "mock backup");
     assert_eq!(backup.map(|t| t["circuit"].clone()), Some(json!("closed")));
+    let metrics = client()
+        .get(gw.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "sluice_circuit_state{target=\"mock fault:status=500\"} 2",
+        "sluice_circuit_state{target=\"mock backup\"} 0",
+        "sluice_circuit_opened_total{target=\"mock fault:status=500\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in\n{metrics}"
+        );
+    }
 
     // Alone, an open target is a 503 with Retry-After, without calling it.
     let res = chat(&gw, &to("fault:status=500"), hi()).await;

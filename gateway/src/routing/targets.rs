@@ -33,6 +33,11 @@ use tokio::time::Instant;
 const ALPHA: f64 = 0.2;
 /// The error-rate window is kept in this many buckets.
 const BUCKETS: usize = 10;
+/// Targets remembered at most. Identities include a key fingerprint, so a
+/// client cycling through keys must not grow the map without bound: when full,
+/// quiet targets (closed circuit, nothing in flight, no recent failure) are
+/// forgotten, and past that new targets are served untracked.
+const CAPACITY: usize = 4096;
 
 /// How one call went, for health and the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +91,7 @@ struct State {
 #[derive(Debug)]
 struct Inner {
     requests: u64,
+    failures: u64,
     error_rate: f64,
     latency_ms: Option<f64>,
     circuit: Circuit,
@@ -157,9 +163,94 @@ impl Targets {
         let Ok(mut map) = self.states.write() else {
             return Arc::new(State::new(key));
         };
+        if map.len() >= CAPACITY && !map.contains_key(key) {
+            map.retain(|_, state| !state.quiet());
+            if map.len() >= CAPACITY {
+                tracing::warn!(
+                    capacity = CAPACITY,
+                    "too many upstream targets to track; this one is not"
+                );
+                return Arc::new(State::new(key));
+            }
+        }
         map.entry(Arc::from(key))
             .or_insert_with(|| Arc::new(State::new(key)))
             .clone()
+    }
+
+    /// How many targets are tracked.
+    pub fn len(&self) -> usize {
+        self.states.read().map_or(0, |m| m.len())
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Prometheus text for every target: circuit state (0 closed, 1 half-open,
+    /// 2 open), times opened, calls in flight, calls and failures seen.
+    pub fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let states: Vec<Arc<State>> = self
+            .states
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let mut rows: Vec<(String, [f64; 5])> = states
+            .iter()
+            .filter_map(|s| {
+                let inner = s.inner.lock().ok()?;
+                let circuit = match inner.circuit {
+                    Circuit::Closed => 0.0,
+                    Circuit::Open { until } if now < until => 2.0,
+                    Circuit::Open { .. } | Circuit::HalfOpen { .. } => 1.0,
+                };
+                let values = [
+                    circuit,
+                    inner.opened as f64,
+                    f64::from(s.in_flight.load(Ordering::Relaxed)),
+                    inner.requests as f64,
+                    inner.failures as f64,
+                ];
+                Some((escape_label(&s.label), values))
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let metrics = [
+            (
+                "sluice_circuit_state",
+                "gauge",
+                "Circuit of an upstream target: 0 closed, 1 half-open, 2 open.",
+            ),
+            (
+                "sluice_circuit_opened_total",
+                "counter",
+                "Times the target's circuit opened.",
+            ),
+            (
+                "sluice_target_in_flight",
+                "gauge",
+                "Calls to the target in flight (streams until they end).",
+            ),
+            (
+                "sluice_target_calls_total",
+                "counter",
+                "Calls to the target that ended.",
+            ),
+            (
+                "sluice_target_failures_total",
+                "counter",
+                "Calls to the target that failed (transport, timeout, 5xx, 429).",
+            ),
+        ];
+        for (i, (name, kind, help)) in metrics.iter().enumerate() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (label, values) in &rows {
+                let _ = writeln!(out, "{name}{{target=\"{label}\"}} {}", values[i]);
+            }
+        }
     }
 
     /// What is known of a target now.
@@ -230,6 +321,7 @@ impl Targets {
         let now = Instant::now();
         let failed = outcome == Outcome::Failure;
         inner.requests += 1;
+        inner.failures += u64::from(failed);
         inner.error_rate = inner.error_rate * (1.0 - ALPHA) + if failed { ALPHA } else { 0.0 };
         if !failed {
             // Only answers: a fast failure must not look like a fast target.
@@ -314,13 +406,30 @@ impl Targets {
     }
 }
 
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 impl State {
+    /// Nothing to lose by forgetting it.
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self
+                .inner
+                .lock()
+                .is_ok_and(|i| matches!(i.circuit, Circuit::Closed) && i.consecutive == 0)
+    }
+
     fn new(label: &str) -> Self {
         Self {
             label: label.to_owned(),
             in_flight: AtomicU32::new(0),
             inner: Mutex::new(Inner {
                 requests: 0,
+                failures: 0,
                 error_rate: 0.0,
                 latency_ms: None,
                 circuit: Circuit::Closed,
@@ -485,6 +594,41 @@ mod tests {
             tokio::time::advance(Duration::from_secs(3)).await;
         }
         assert!(t.admit("k").is_ok());
+    }
+
+    #[test]
+    fn the_map_is_bounded_and_keeps_what_matters() {
+        let t = Targets::new(settings());
+        fail(&t, "failing", 3);
+        let busy = t.start("busy");
+        for i in 0..CAPACITY + 10 {
+            t.record(&format!("quiet-{i}"), Outcome::Success, Duration::ZERO);
+        }
+        assert!(t.len() <= CAPACITY);
+        assert!(t.get("failing").circuit_open, "an open circuit is kept");
+        assert_eq!(t.get("busy").in_flight, 1, "a target in use is kept");
+        drop(busy);
+    }
+
+    #[test]
+    fn prometheus_text_has_every_target() {
+        let t = Targets::new(settings());
+        fail(&t, "bad \"one\"", 3);
+        t.record("good", Outcome::Success, Duration::ZERO);
+        let _held = t.start("good");
+        let mut out = String::new();
+        t.prometheus(&mut out);
+        for line in [
+            "# TYPE sluice_circuit_state gauge",
+            "sluice_circuit_state{target=\"bad \\\"one\\\"\"} 2",
+            "sluice_circuit_state{target=\"good\"} 0",
+            "sluice_circuit_opened_total{target=\"bad \\\"one\\\"\"} 1",
+            "sluice_target_in_flight{target=\"good\"} 1",
+            "sluice_target_calls_total{target=\"good\"} 1",
+            "sluice_target_failures_total{target=\"bad \\\"one\\\"\"} 3",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing `{line}` in\n{out}");
+        }
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/admin/plugins", get(admin_plugins))
         .route("/admin/targets", get(admin_targets))
+        .route("/metrics", get(metrics))
         .route("/v1/chat/completions", post_route(Endpoint::Chat))
         .route("/v1/completions", post_route(Endpoint::Completions))
         .route("/v1/embeddings", post_route(Endpoint::Embeddings))
@@ -150,6 +151,21 @@ async fn admin_targets(State(state): State<Arc<AppState>>) -> Response {
         "targets": state.targets.snapshot(),
     }))
     .into_response()
+}
+
+/// Prometheus text: for now the routing engine's view of each upstream target
+/// (circuit state, times opened, calls in flight, calls and failures).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    state.targets.prometheus(&mut out);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 async fn not_found(req: Request) -> Response {
