@@ -1,6 +1,7 @@
 //! The per-request mapping work of the proxy, without I/O: deciding the target
 //! from headers (and a config header), checking the body, building the upstream
-//! request. `cargo bench -p sluice --bench request_mapping`.
+//! request, and the routing engine's walk over a config with an upstream that
+//! answers at once. `cargo bench -p sluice --bench request_mapping`.
 #![expect(clippy::expect_used, reason = "benchmark set-up fails loudly")]
 
 use std::hint::black_box;
@@ -86,5 +87,96 @@ fn mapping(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, mapping);
+/// An upstream that answers 200 at once: what is left is the engine's own work.
+struct Instant200;
+
+impl routing::Attempts for Instant200 {
+    type Body = ();
+    type Prepared = ();
+
+    async fn prepare(
+        &self,
+        _: &routing::Target,
+    ) -> Result<routing::Step<(), ()>, sluice::GatewayError> {
+        Ok(routing::Step::Send(()))
+    }
+
+    async fn send(
+        &self,
+        _: &routing::Target,
+        _: &(),
+        _: &routing::Deadline,
+        _: routing::InFlight,
+    ) -> Result<http::Response<()>, sluice::GatewayError> {
+        Ok(http::Response::new(()))
+    }
+}
+
+fn engine(c: &mut Criterion) {
+    let config = ServerConfig::defaults().expect("defaults");
+    let cache = routing::ConfigCache::default();
+    let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
+    let targets = routing::Targets::default();
+    let metadata = serde_json::Map::new();
+    let leaf = |w: u32| format!(r#"{{"provider":"openai","weight":{w}}}"#);
+    let tree = format!(
+        r#"{{"strategy":{{"mode":"fallback"}},"retry":{{"attempts":2}},"targets":[
+            {{"strategy":{{"mode":"loadbalance"}},"targets":[{},{},{}]}},
+            {{"strategy":{{"mode":"loadbalance","balance":"least_in_flight"}},"targets":[{},{}]}}]}}"#,
+        leaf(1),
+        leaf(2),
+        leaf(1),
+        leaf(1),
+        leaf(1)
+    )
+    .replace('\n', "");
+    let cases = [
+        (
+            "engine/plain_headers",
+            headers(&[
+                ("x-portkey-provider", "openai"),
+                ("authorization", "Bearer sk-bench"),
+            ]),
+        ),
+        (
+            "engine/one_target_config",
+            headers(&[
+                ("x-portkey-config", r#"{"provider":"openai"}"#),
+                ("authorization", "Bearer sk-bench"),
+            ]),
+        ),
+        (
+            "engine/three_level_tree",
+            headers(&[
+                ("x-portkey-config", &tree),
+                ("authorization", "Bearer sk-bench"),
+            ]),
+        ),
+    ];
+    for (name, h) in cases {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let plan = routing::plan(&config, &cache, &plugins, &h).expect("plan");
+                let engine = routing::Engine::new(
+                    &config,
+                    &plugins,
+                    &targets,
+                    &h,
+                    &plan.label,
+                    plan.breakers(),
+                    Endpoint::Chat,
+                    &metadata,
+                    "/v1/chat/completions",
+                    BODY,
+                    routing::Total::new(None, config.upstream.total_timeout),
+                    &Instant200,
+                );
+                let tried = engine.run(&plan.config).now_or_never().expect("no waiting");
+                black_box(tried.retries)
+            })
+        });
+    }
+}
+
+criterion_group!(benches, mapping, engine);
 criterion_main!(benches);
