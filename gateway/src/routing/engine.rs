@@ -290,10 +290,15 @@ impl<'a, A: Attempts> Engine<'a, A> {
             let Some(strategy) = &node.strategy else {
                 return self.leaf(node, path).await;
             };
+            // The older form puts `on_status_codes` beside the strategy.
+            let codes = strategy
+                .on_status_codes
+                .as_deref()
+                .or(node.on_status_codes.as_deref());
             match strategy.mode {
                 "fallback" => {
                     let order: Vec<usize> = (0..node.targets.len()).collect();
-                    self.fallback(node, strategy, &order, &path).await
+                    self.fallback(node, codes, &order, &path).await
                 }
                 "loadbalance" => {
                     let i = self.choose(node, strategy.balance);
@@ -313,7 +318,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
                     ),
                 },
                 "router" => match self.route(node, strategy, &path).await {
-                    Ok(order) => self.fallback(node, strategy, &order, &path).await,
+                    Ok(order) => self.fallback(node, codes, &order, &path).await,
                     Err(e) => Tried::answered(Err(e), None),
                 },
                 // `single`, and any mode validation let through: the first target.
@@ -325,7 +330,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
     async fn fallback(
         &self,
         node: &Node,
-        strategy: &Strategy,
+        codes: Option<&[u16]>,
         order: &[usize],
         path: &str,
     ) -> Tried<A::Body> {
@@ -339,7 +344,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
                     skipped.get_or_insert(tried);
                 }
                 Fate::Answered => {
-                    if !moves_on(&tried.answer, strategy.on_status_codes.as_deref()) {
+                    if !moves_on(&tried.answer, codes) {
                         return tried;
                     }
                     tracing::info!(at = %path, from = i, status = tried.status(), "fallback: trying the next target");

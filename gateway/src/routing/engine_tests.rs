@@ -213,6 +213,12 @@ async fn fallback_status_codes_decide_but_transport_failures_always_move_on() {
     let script = Script::new(&[("a", &[Reply::Status(429)]), ("b", &[Reply::Down])]);
     let t = run.go(cfg, &script, "{}").await;
     assert_eq!((t.status(), path(&t)), (200, "config.targets[2]"));
+    // The older form, beside the strategy, means the same.
+    let legacy = r#"{"strategy":{"mode":"fallback"},"on_status_codes":[429],
+        "targets":[{"provider":"a"},{"provider":"b"}]}"#;
+    let script = Script::new(&[("a", &[Reply::Status(500)])]);
+    let t = run.go(legacy, &script, "{}").await;
+    assert_eq!((t.status(), path(&t)), (500, "config.targets[0]"));
     // A 4xx without a list moves on too (any non-2xx).
     let script = Script::new(&[("a", &[Reply::Status(401)])]);
     let t = run.go(FALLBACK_ABC, &script, "{}").await;
@@ -508,7 +514,10 @@ async fn least_in_flight_and_least_latency_balancing() {
         .record(&key_a, Outcome::Success, Duration::from_millis(900));
     run.targets
         .record(&key_b, Outcome::Success, Duration::from_millis(50));
-    let script = Script::new(&[("b", &[Reply::Slow(Duration::from_millis(50))])]);
+    let script = Script::new(&[
+        ("a", &[Reply::Slow(Duration::from_millis(900))]),
+        ("b", &[Reply::Slow(Duration::from_millis(50))]),
+    ]);
     for _ in 0..200 {
         run.go(cfg, &script, "{}").await;
     }
