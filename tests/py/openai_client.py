@@ -1,6 +1,6 @@
 """The real `openai` Python SDK against a running Sluice gateway.
 
-Usage: python openai_client.py GATEWAY_URL
+Usage: python openai_client.py GATEWAY_URL MOCK_UPSTREAM_URL
 Exits 0 and prints "ok" when chat, streaming chat, embeddings and models all work;
 raises (exit 1) on the first mismatch.
 """
@@ -11,7 +11,7 @@ import openai
 from openai import OpenAI
 
 
-def main(base: str) -> None:
+def main(base: str, upstream: str) -> None:
     client = OpenAI(
         base_url=f"{base}/v1",
         api_key="sk-python-sdk",
@@ -74,8 +74,44 @@ def main(base: str) -> None:
     except openai.APIError as e:
         assert "broke" in str(e), e
 
+    # A native adapter: the same SDK against Anthropic's Messages API (the mock
+    # speaks it at the custom host).
+    claude = OpenAI(
+        base_url=f"{base}/v1",
+        api_key="sk-ant-sdk",
+        default_headers={
+            "x-portkey-provider": "anthropic",
+            "x-portkey-custom-host": f"{upstream}/v1",
+        },
+        max_retries=0,
+    )
+    chat = claude.chat.completions.create(
+        model="claude-sdk", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    )
+    assert chat.choices[0].message.content == "Hello from Claude mock", chat
+    assert chat.choices[0].finish_reason == "stop", chat
+    assert chat.usage.prompt_tokens == 12 and chat.usage.completion_tokens == 5, chat
+    text, usage = "", None
+    for chunk in claude.chat.completions.create(
+        model="claude-sdk",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == "Hello Claude", text
+    assert usage is not None and usage.total_tokens == 14, usage
+    try:
+        claude.chat.completions.create(model="fault:status=429", messages=[{"role": "user", "content": "x"}])
+        raise AssertionError("expected a 429")
+    except openai.RateLimitError as e:
+        assert e.status_code == 429
+
     print("ok")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -70,3 +70,30 @@ pub async fn admin_plugins(gw: &Gateway) -> serde_json::Value {
         .await
         .unwrap_or_else(|e| panic!("admin json: {e}"))
 }
+
+/// An OpenAI SSE answer's chunks, after checking it is an event stream that
+/// ends with `data: [DONE]`; and the text its deltas carry.
+pub async fn openai_stream(res: reqwest::Response) -> (Vec<serde_json::Value>, String) {
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+    let text = res.text().await.unwrap_or_else(|e| panic!("body: {e}"));
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{text}");
+    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|err| panic!("chunk {e}: {err}")))
+        .collect();
+    let content = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (chunks, content)
+}

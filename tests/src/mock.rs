@@ -25,7 +25,9 @@
 //! [`MockUpstream::set_down`] makes every request answer 503 (an outage).
 //!
 //! Ollama's native API (`/api/chat` with NDJSON streaming, `/api/embed`) is
-//! served too, with its own error shape (`{"error": "..."}`).
+//! served too, with its own error shape (`{"error": "..."}`), and Anthropic's
+//! Messages API (`/messages`: a message, an SSE event stream, or its error
+//! shape for `fault:status=CODE`).
 //!
 //! Every request is recorded (method, path, query, headers, body) for assertions.
 
@@ -206,6 +208,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 
     if received.path.ends_with("/api/chat") || received.path.ends_with("/api/embed") {
         return ollama(&received.path, &json, fault);
+    }
+    if received.path.ends_with("/messages") {
+        return anthropic(&json, fault);
     }
 
     if let Some(code) = fault
@@ -541,4 +546,74 @@ fn ollama(path: &str, json: &Value, fault: &str) -> Response {
         .header(http::header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(futures_util::stream::iter(pieces)))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Anthropic's Messages API, as its reference documents it.
+fn anthropic(json: &Value, fault: &str) -> Response {
+    if let Some(code) = fault
+        .strip_prefix("status=")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = if code == 429 {
+            "rate_limit_error"
+        } else {
+            "api_error"
+        };
+        return (
+            status,
+            axum::Json(json!({"type": "error", "error": {"type": kind, "message": format!("mock anthropic error {code}")}})),
+        )
+            .into_response();
+    }
+    let model = json["model"].as_str().unwrap_or("claude-mock").to_owned();
+    if json["stream"] == true {
+        return Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from(anthropic_stream(&model)))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    axum::Json(json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from Claude mock"}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": 5}
+    }))
+    .into_response()
+}
+
+/// A Messages API event stream: "Hello", " Claude", then the end.
+pub fn anthropic_stream(model: &str) -> String {
+    let events = [
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        ("ping", json!({"type": "ping"})),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " Claude"}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 2}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
 }

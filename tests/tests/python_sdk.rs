@@ -1,6 +1,7 @@
 //! A real client: OpenAI's Python SDK (installed into `tests/.venv` by the test
 //! set-up, see README.md) calls the gateway for chat, streaming chat, embeddings
-//! and models, and sees errors as its own exception types.
+//! and models, and sees errors as its own exception types; then the same SDK
+//! talks to Anthropic's wire format through the `anthropic` adapter.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,10 +27,12 @@ async fn the_openai_python_sdk_works_unchanged() {
     let gw = Gateway::start(&config_with_mock(&mock, ""));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/openai_client.py");
     let url = gw.url.clone();
+    let upstream = mock.url("");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python())
             .arg(script)
             .arg(url)
+            .arg(upstream)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .output()
             .expect("run python")

@@ -16,6 +16,37 @@ pub struct Peek<'a> {
     pub model: Option<Cow<'a, str>>,
     #[serde(default)]
     pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<PeekStreamOptions>,
+}
+
+/// `stream_options`, as far as the pipeline reads it.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PeekStreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+impl Peek<'_> {
+    /// `stream_options.include_usage`.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+}
+
+/// The translator's options from a parsed body.
+pub fn stream_options(map: &Map<String, Value>) -> super::StreamOptions {
+    super::StreamOptions {
+        model: map.get("model").and_then(Value::as_str).map(str::to_owned),
+        include_usage: map
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
 }
 
 /// Checks a JSON body and reads `model` and `stream` from it.

@@ -8,6 +8,7 @@
 //! into the same registry. Providers build requests and map answers; they do no
 //! I/O — the `upstream` module does.
 
+mod anthropic;
 pub mod body;
 mod endpoint;
 mod openai_compatible;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde_json::{Map, Value};
 
+pub use anthropic::Anthropic;
 pub use endpoint::{BodyKind, Endpoint};
 pub use openai_compatible::OpenAiCompatible;
 pub use spec::{Auth, ProviderSpec};
@@ -112,10 +114,19 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn stream_translator<'a>(
         &'a self,
         _endpoint: Endpoint,
-        _model: Option<String>,
+        _options: StreamOptions,
     ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+}
+
+/// What a stream translator needs to know of the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// The request's model (the answer's until the upstream names its own).
+    pub model: Option<String>,
+    /// `stream_options.include_usage`: end with a usage chunk.
+    pub include_usage: bool,
 }
 
 /// A boxed future, so providers can be trait objects.
@@ -137,14 +148,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in catalog plus `extra` specs (which replace same-slug entries).
+    /// The built-in catalog and native adapters, plus `extra` specs (which
+    /// replace same-slug entries).
     pub fn new(extra: &[ProviderSpec]) -> Result<Self, Problems> {
         let mut registry = Self::default();
-        for spec in parse_catalog(CATALOG, "catalog")?
-            .into_iter()
-            .chain(extra.iter().cloned())
-        {
+        for spec in parse_catalog(CATALOG, "catalog")? {
             registry.register(Arc::new(OpenAiCompatible::new(spec)));
+        }
+        registry.register(Arc::new(Anthropic::new()?));
+        for spec in extra {
+            registry.register(Arc::new(OpenAiCompatible::new(spec.clone())));
         }
         Ok(registry)
     }

@@ -112,10 +112,10 @@ impl Provider for WasmProvider {
     fn stream_translator<'a>(
         &'a self,
         endpoint: Endpoint,
-        model: Option<String>,
+        options: super::StreamOptions,
     ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
         Box::pin(async move {
-            let translator = self.plugin.stream(endpoint, model).await?;
+            let translator = self.plugin.stream(endpoint, options.model).await?;
             Ok(Some(
                 Box::new(WasmStream(translator)) as Box<dyn ChunkTranslator>
             ))

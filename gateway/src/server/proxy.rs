@@ -29,7 +29,7 @@ use super::{AppState, RequestInfo};
 use crate::GatewayError;
 use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
-use crate::providers::{BodyKind, Endpoint, body};
+use crate::providers::{BodyKind, Endpoint, StreamOptions, body};
 use crate::routing::{self, Attempts, Deadline, Engine, InFlight, Step, Target, Total, Tried};
 
 /// The axum handler for every proxied route.
@@ -57,6 +57,7 @@ enum Prepared {
     Send {
         body: Bytes,
         stream: bool,
+        options: StreamOptions,
         hook_results: Option<StageResult>,
     },
     Answer(Response),
@@ -142,6 +143,7 @@ struct Proxied<'a> {
 struct Ready {
     body: Bytes,
     stream: bool,
+    options: StreamOptions,
     before: Option<StageResult>,
 }
 
@@ -175,10 +177,12 @@ impl Attempts for Proxied<'_> {
                 Prepared::Send {
                     body,
                     stream,
+                    options,
                     hook_results,
                 } => Step::Send(Ready {
                     body,
                     stream,
+                    options,
                     before: hook_results,
                 }),
                 Prepared::Answer(response) => Step::Answer(response),
@@ -226,6 +230,7 @@ impl Attempts for Proxied<'_> {
                     .stream_idle_timeout
                     .unwrap_or(state.config.upstream.stream_idle_timeout),
                 in_flight,
+                options: ready.options.clone(),
             },
         )
         .await?;
@@ -374,6 +379,7 @@ async fn prepare(
     let send = |body: Bytes| Prepared::Send {
         body,
         stream: false,
+        options: StreamOptions::default(),
         hook_results: None,
     };
     match ctx.endpoint.body_kind() {
@@ -404,8 +410,13 @@ async fn prepare(
         if let Some(model) = &peek.model {
             tracing::Span::current().record("gen_ai.request.model", model.as_ref());
         }
+        let options = StreamOptions {
+            model: peek.model.as_deref().map(str::to_owned),
+            include_usage: peek.include_usage(),
+        };
         return Ok(Prepared::Send {
             stream: peek.stream.unwrap_or(false),
+            options,
             body: bytes,
             hook_results: None,
         });
@@ -419,6 +430,11 @@ async fn prepare(
             tracing::Span::current().record("gen_ai.request.model", model.as_ref());
         }
         let stream = peek.stream.unwrap_or(false);
+        // A rewrite changes message text only: model and options stay.
+        let options = StreamOptions {
+            model: peek.model.as_deref().map(str::to_owned),
+            include_usage: peek.include_usage(),
+        };
         let (result, rewritten) =
             guardrails::before_request_bytes(&state.plugins, hooks, ctx, &bytes).await?;
         if result.denied {
@@ -434,6 +450,7 @@ async fn prepare(
         return Ok(Prepared::Send {
             body,
             stream,
+            options,
             hook_results: Some(result),
         });
     }
@@ -453,6 +470,7 @@ async fn prepare(
         tracing::Span::current().record("gen_ai.request.model", model);
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let options = body::stream_options(&map);
     // Unknown fields and their order are kept (serde_json's preserve_order).
     let body = Bytes::from(
         serde_json::to_vec(&Value::Object(map))
@@ -461,6 +479,7 @@ async fn prepare(
     Ok(Prepared::Send {
         body,
         stream,
+        options,
         hook_results,
     })
 }

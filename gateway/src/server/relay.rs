@@ -35,6 +35,8 @@ use crate::upstream::{describe, strip_hop_by_hop};
 pub struct Streaming {
     /// The longest wait for the next chunk.
     pub idle: Duration,
+    /// What the request asked of the stream (model, usage chunk).
+    pub options: crate::providers::StreamOptions,
     /// Held until the stream ends.
     #[expect(dead_code, reason = "held for its Drop: the call counts as in flight")]
     pub in_flight: InFlight,
@@ -60,7 +62,9 @@ pub async fn relay(
     headers.remove(CONTENT_LENGTH);
 
     if status.is_success() && stream {
-        let translator = provider.stream_translator(endpoint, None).await?;
+        let translator = provider
+            .stream_translator(endpoint, streaming.options.clone())
+            .await?;
         if let Some(translator) = translator {
             let chunks = first_chunk(upstream, deadline, provider.slug(), false).await?;
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
