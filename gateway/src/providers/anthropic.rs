@@ -19,7 +19,11 @@
 //! - answer: text blocks joined as `content`, `tool_use` blocks as
 //!   `tool_calls`, stop reasons mapped to finish reasons, usage with cache
 //!   reads and writes counted in `prompt_tokens` (OpenAI's meaning) and cache
-//!   reads as `prompt_tokens_details.cached_tokens`.
+//!   reads as `prompt_tokens_details.cached_tokens`. With
+//!   `strict_open_ai_compliance: false`, thinking is surfaced as Portkey does
+//!   (`content_blocks`, `delta.content_blocks` in streams) and as
+//!   `reasoning_content`; an assistant message's `content_blocks` are sent back
+//!   as they are, so thinking survives tool-use turns.
 //! - stream: Anthropic's events become OpenAI chunks (role first, text deltas,
 //!   tool-call deltas with their indices, the finish reason, and a usage chunk
 //!   when `stream_options.include_usage` asked for one).
@@ -37,7 +41,7 @@ use http::HeaderValue;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Call, ChunkTranslator, Endpoint, OpenAiCompatible, Provider, ProviderFuture, StreamOptions,
+    AnswerOptions, Call, ChunkTranslator, Endpoint, OpenAiCompatible, Provider, ProviderFuture,
     UpstreamRequest,
 };
 use crate::GatewayError;
@@ -135,9 +139,12 @@ impl Provider for Anthropic {
         endpoint: Endpoint,
         status: http::StatusCode,
         body: Bytes,
+        options: &'a AnswerOptions,
     ) -> ProviderFuture<'a, Bytes> {
         let mapped = match (endpoint, status.is_success()) {
-            (Endpoint::Chat, true) => from_message(&body).map(|v| Bytes::from(v.to_string())),
+            (Endpoint::Chat, true) => {
+                from_message(&body, options.strict).map(|v| Bytes::from(v.to_string()))
+            }
             (_, false) => Ok(Bytes::from(error_body(status, &body).to_string())),
             _ => Ok(body),
         };
@@ -147,7 +154,7 @@ impl Provider for Anthropic {
     fn stream_translator<'a>(
         &'a self,
         endpoint: Endpoint,
-        options: StreamOptions,
+        options: AnswerOptions,
     ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
         let translator: Option<Box<dyn ChunkTranslator>> = (endpoint == Endpoint::Chat)
             .then(|| Box::new(Stream::new(options)) as Box<dyn ChunkTranslator>);
@@ -185,9 +192,13 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
                 content_blocks(m.get("content"), &param)?,
             ),
             "assistant" => {
-                let mut blocks = match m.get("content") {
-                    None | Some(Value::Null) => Vec::new(),
-                    content => content_blocks(content, &param)?,
+                // `content_blocks` (Portkey's form, as answers carry them when
+                // not strict) hold Anthropic blocks as they were, thinking and
+                // its signature included, which tool use turns must send back.
+                let mut blocks = match (m.get("content_blocks"), m.get("content")) {
+                    (Some(Value::Array(raw)), _) => raw.clone(),
+                    (_, None | Some(Value::Null)) => Vec::new(),
+                    (_, content) => content_blocks(content, &param)?,
                 };
                 for (j, call) in m
                     .get("tool_calls")
@@ -451,8 +462,10 @@ fn usage(u: &Value) -> Value {
            "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
-/// A Messages API answer as a chat completion.
-pub fn from_message(body: &[u8]) -> Result<Value, GatewayError> {
+/// A Messages API answer as a chat completion. When not `strict`, thinking is
+/// surfaced: the answer's blocks as `content_blocks` (Portkey's form) and the
+/// thinking text as `reasoning_content`.
+pub fn from_message(body: &[u8], strict: bool) -> Result<Value, GatewayError> {
     let m: Value = serde_json::from_slice(body).map_err(|e| GatewayError::UpstreamGarbage {
         provider: "anthropic".into(),
         detail: format!("not a Messages API answer: {e}"),
@@ -460,11 +473,24 @@ pub fn from_message(body: &[u8]) -> Result<Value, GatewayError> {
     let mut text = String::new();
     let mut has_text = false;
     let mut tool_calls = Vec::new();
+    let mut thinking: Option<String> = None;
+    let mut blocks = Vec::new();
     for block in m["content"].as_array().into_iter().flatten() {
         match block["type"].as_str() {
+            Some("thinking") => {
+                thinking
+                    .get_or_insert_default()
+                    .push_str(block["thinking"].as_str().unwrap_or_default());
+                blocks.push(block.clone());
+            }
+            Some("redacted_thinking") => {
+                thinking.get_or_insert_default();
+                blocks.push(block.clone());
+            }
             Some("text") => {
                 has_text = true;
                 text.push_str(block["text"].as_str().unwrap_or_default());
+                blocks.push(block.clone());
             }
             Some("tool_use") => tool_calls.push(json!({
                 "id": block["id"], "type": "function",
@@ -476,6 +502,10 @@ pub fn from_message(body: &[u8]) -> Result<Value, GatewayError> {
     let mut message = json!({"role": "assistant", "content": if has_text { Value::String(text) } else { Value::Null }});
     if !tool_calls.is_empty() {
         message["tool_calls"] = Value::Array(tool_calls);
+    }
+    if let (false, Some(reasoning)) = (strict, thinking) {
+        message["reasoning_content"] = Value::String(reasoning);
+        message["content_blocks"] = Value::Array(blocks);
     }
     Ok(json!({
         "id": m["id"], "object": "chat.completion", "created": now(), "model": m["model"],
@@ -512,7 +542,7 @@ fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
 
 /// Anthropic's SSE events, translated as they come.
 struct Stream {
-    options: StreamOptions,
+    options: AnswerOptions,
     line: Vec<u8>,
     id: String,
     model: String,
@@ -524,7 +554,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(options: StreamOptions) -> Self {
+    fn new(options: AnswerOptions) -> Self {
         Self {
             model: options.model.clone().unwrap_or_default(),
             options,
@@ -578,6 +608,21 @@ impl Stream {
                 match d["type"].as_str() {
                     Some("text_delta") => {
                         out.push(self.chunk(json!({"content": d["text"]}), None));
+                    }
+                    Some("thinking_delta") if !self.options.strict => {
+                        let index = e["index"].clone();
+                        out.push(self.chunk(
+                            json!({"content_blocks": [{"index": index, "delta": {"thinking": d["thinking"]}}],
+                                   "reasoning_content": d["thinking"]}),
+                            None,
+                        ));
+                    }
+                    Some("signature_delta") if !self.options.strict => {
+                        let index = e["index"].clone();
+                        out.push(self.chunk(
+                            json!({"content_blocks": [{"index": index, "delta": {"signature": d["signature"]}}]}),
+                            None,
+                        ));
                     }
                     Some("input_json_delta") => {
                         let index = e["index"].as_u64().unwrap_or(0);

@@ -223,7 +223,7 @@ fn a_message_becomes_a_chat_completion() {
         "stop_reason": "tool_use", "stop_sequence": null,
         "usage": {"input_tokens": 2095, "output_tokens": 503, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 2000}
     });
-    let mut got = from_message(message.to_string().as_bytes()).expect("maps");
+    let mut got = from_message(message.to_string().as_bytes(), true).expect("maps");
     assert!(got["created"].as_u64().is_some_and(|c| c > 1_700_000_000));
     got["created"] = json!(0);
     assert_eq!(
@@ -249,7 +249,37 @@ fn a_message_becomes_a_chat_completion() {
     ] {
         assert_eq!(finish_reason(stop), finish);
     }
-    assert!(from_message(b"<html>").is_err());
+    assert!(from_message(b"<html>", true).is_err());
+
+    // Not strict: thinking is surfaced, in Portkey's and the common form.
+    let loose = from_message(message.to_string().as_bytes(), false).expect("maps");
+    let m = &loose["choices"][0]["message"];
+    assert_eq!(m["reasoning_content"], "The user wants weather.");
+    assert_eq!(
+        m["content_blocks"],
+        json!([{"type": "thinking", "thinking": "The user wants weather.", "signature": "abc"},
+               {"type": "text", "text": "Checking "}, {"type": "text", "text": "now."}])
+    );
+    assert!(
+        got["choices"][0]["message"].get("content_blocks").is_none(),
+        "strict by default"
+    );
+}
+
+#[test]
+fn content_blocks_are_sent_back_as_they_are() {
+    let got = convert(json!({"model": "m", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "ignored when blocks are given",
+         "content_blocks": [{"type": "thinking", "thinking": "need a tool", "signature": "sig"}],
+         "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "sunny"}
+    ]}));
+    assert_eq!(
+        got["messages"][1]["content"],
+        json!([{"type": "thinking", "thinking": "need a tool", "signature": "sig"},
+               {"type": "tool_use", "id": "t1", "name": "w", "input": {}}])
+    );
 }
 
 #[test]
@@ -261,6 +291,7 @@ fn errors_keep_their_status_in_openai_shape() {
             Endpoint::Chat,
             http::StatusCode::TOO_MANY_REQUESTS,
             Bytes::from_static(body),
+            &AnswerOptions::default(),
         )
         .now_or_never()
         .expect("ready")
@@ -278,6 +309,7 @@ fn errors_keep_their_status_in_openai_shape() {
             Endpoint::Chat,
             http::StatusCode::BAD_GATEWAY,
             Bytes::from_static(b"<html>bad</html>"),
+            &AnswerOptions::default(),
         )
         .now_or_never()
         .expect("ready")
@@ -320,10 +352,18 @@ pub const STREAM: &str = concat!(
 );
 
 fn translate(pieces: &[&[u8]], include_usage: bool) -> Vec<Value> {
-    let mut t: Box<dyn ChunkTranslator> = Box::new(Stream::new(StreamOptions {
-        model: Some("asked".into()),
-        include_usage,
-    }));
+    translate_with(
+        pieces,
+        AnswerOptions {
+            model: Some("asked".into()),
+            include_usage,
+            strict: true,
+        },
+    )
+}
+
+fn translate_with(pieces: &[&[u8]], options: AnswerOptions) -> Vec<Value> {
+    let mut t: Box<dyn ChunkTranslator> = Box::new(Stream::new(options));
     let mut out = Vec::new();
     for p in pieces {
         out.extend(
@@ -384,7 +424,7 @@ fn a_stream_becomes_openai_chunks_wherever_it_is_split() {
 
 #[test]
 fn an_error_event_ends_the_stream_with_an_error() {
-    let mut t = Stream::new(StreamOptions::default());
+    let mut t = Stream::new(AnswerOptions::default());
     let err = t
         .push(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n")
         .now_or_never()
@@ -394,4 +434,43 @@ fn an_error_event_ends_the_stream_with_an_error() {
         err.to_string().contains("overloaded_error: Overloaded"),
         "{err}"
     );
+}
+
+#[test]
+fn streamed_thinking_is_surfaced_only_when_not_strict() {
+    let stream = concat!(
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"model\":\"claude\",\"usage\":{\"input_tokens\":5}}}\n\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Let me think\"}}\n\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQB\"}}\n\n",
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"42\"}}\n\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+    let loose = translate_with(
+        &[stream.as_bytes()],
+        AnswerOptions {
+            strict: false,
+            ..AnswerOptions::default()
+        },
+    );
+    let deltas: Vec<&Value> = loose.iter().map(|c| &c["choices"][0]["delta"]).collect();
+    assert_eq!(
+        deltas[1]["content_blocks"],
+        json!([{"index": 0, "delta": {"thinking": "Let me think"}}])
+    );
+    assert_eq!(deltas[1]["reasoning_content"], "Let me think");
+    assert_eq!(
+        deltas[2]["content_blocks"],
+        json!([{"index": 0, "delta": {"signature": "EqQB"}}])
+    );
+    assert_eq!(deltas[3]["content"], "42");
+    let strict = translate_with(&[stream.as_bytes()], AnswerOptions::default());
+    assert!(
+        strict
+            .iter()
+            .all(|c| c["choices"][0]["delta"].get("content_blocks").is_none())
+    );
+    assert_eq!(strict.len(), loose.len() - 2);
 }

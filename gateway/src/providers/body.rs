@@ -38,14 +38,15 @@ impl Peek<'_> {
 }
 
 /// The translator's options from a parsed body.
-pub fn stream_options(map: &Map<String, Value>) -> super::StreamOptions {
-    super::StreamOptions {
+pub fn stream_options(map: &Map<String, Value>) -> super::AnswerOptions {
+    super::AnswerOptions {
         model: map.get("model").and_then(Value::as_str).map(str::to_owned),
         include_usage: map
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        ..Default::default()
     }
 }
 

@@ -98,6 +98,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         _endpoint: Endpoint,
         _status: http::StatusCode,
         body: Bytes,
+        _options: &'a AnswerOptions,
     ) -> ProviderFuture<'a, Bytes> {
         Box::pin(std::future::ready(Ok(body)))
     }
@@ -114,19 +115,32 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn stream_translator<'a>(
         &'a self,
         _endpoint: Endpoint,
-        _options: StreamOptions,
+        _options: AnswerOptions,
     ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
         Box::pin(std::future::ready(Ok(None)))
     }
 }
 
-/// What a stream translator needs to know of the request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamOptions {
+/// What mapping an answer needs to know of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerOptions {
     /// The request's model (the answer's until the upstream names its own).
     pub model: Option<String>,
-    /// `stream_options.include_usage`: end with a usage chunk.
+    /// `stream_options.include_usage`: end a stream with a usage chunk.
     pub include_usage: bool,
+    /// Portkey's `strict_open_ai_compliance` (default true): when false,
+    /// adapters add what OpenAI's shape has no field for (thinking blocks).
+    pub strict: bool,
+}
+
+impl Default for AnswerOptions {
+    fn default() -> Self {
+        Self {
+            model: None,
+            include_usage: false,
+            strict: true,
+        }
+    }
 }
 
 /// A boxed future, so providers can be trait objects.

@@ -94,6 +94,7 @@ impl Provider for WasmProvider {
         endpoint: Endpoint,
         status: StatusCode,
         body: Bytes,
+        _options: &'a super::AnswerOptions,
     ) -> ProviderFuture<'a, Bytes> {
         Box::pin(async move {
             let text = self
@@ -112,7 +113,7 @@ impl Provider for WasmProvider {
     fn stream_translator<'a>(
         &'a self,
         endpoint: Endpoint,
-        options: super::StreamOptions,
+        options: super::AnswerOptions,
     ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
         Box::pin(async move {
             let translator = self.plugin.stream(endpoint, options.model).await?;

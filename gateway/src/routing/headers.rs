@@ -21,6 +21,7 @@ pub enum PortkeyHeader {
     Metadata,
     TraceId,
     RetryCount,
+    StrictOpenAiCompliance,
 }
 
 impl PortkeyHeader {
@@ -37,6 +38,10 @@ impl PortkeyHeader {
         static METADATA: [HeaderName; 2] = pair("x-portkey-metadata", "x-sluice-metadata");
         static TRACE_ID: [HeaderName; 2] = pair("x-portkey-trace-id", "x-sluice-trace-id");
         static RETRY_COUNT: [HeaderName; 2] = pair("x-portkey-retry-count", "x-sluice-retry-count");
+        static STRICT: [HeaderName; 2] = pair(
+            "x-portkey-strict-open-ai-compliance",
+            "x-sluice-strict-open-ai-compliance",
+        );
         match self {
             Self::Provider => &PROVIDER,
             Self::Config => &CONFIG,
@@ -46,6 +51,7 @@ impl PortkeyHeader {
             Self::Metadata => &METADATA,
             Self::TraceId => &TRACE_ID,
             Self::RetryCount => &RETRY_COUNT,
+            Self::StrictOpenAiCompliance => &STRICT,
         }
     }
 }
@@ -152,6 +158,19 @@ pub fn retry_count(headers: &HeaderMap) -> Result<Option<u32>, GatewayError> {
     }
 }
 
+/// `x-portkey-strict-open-ai-compliance`: `true` or `false`.
+pub fn strict(headers: &HeaderMap) -> Result<Option<bool>, GatewayError> {
+    match header_str(headers, PortkeyHeader::StrictOpenAiCompliance)?.map(str::trim) {
+        None => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) => Err(GatewayError::invalid(
+            format!("`x-portkey-strict-open-ai-compliance` must be true or false, not `{v}`"),
+            Some("x-portkey-strict-open-ai-compliance"),
+        )),
+    }
+}
+
 /// `x-portkey-metadata`: a JSON object of string values.
 pub fn metadata(headers: &HeaderMap) -> Result<Map<String, Value>, GatewayError> {
     let Some(text) = header_str(headers, PortkeyHeader::Metadata)? else {
@@ -190,6 +209,7 @@ mod tests {
             PortkeyHeader::Metadata,
             PortkeyHeader::TraceId,
             PortkeyHeader::RetryCount,
+            PortkeyHeader::StrictOpenAiCompliance,
         ] {
             let [portkey, sluice] = h.names();
             let suffix = portkey.as_str().strip_prefix("x-portkey-");

@@ -49,6 +49,8 @@ pub struct Target {
     pub stream_idle_timeout: Option<Duration>,
     pub forward_headers: Vec<HeaderName>,
     pub retry: Option<Retry>,
+    /// Portkey's `strict_open_ai_compliance` (default true).
+    pub strict: bool,
     /// The hooks in effect for the target.
     pub hooks: routing::Hooks,
     /// Its identity for health and circuit breaking ([`targets::key`]).
@@ -337,6 +339,10 @@ pub fn resolve_target(
         stream_idle_timeout: inherited.stream_idle_timeout_ms.map(Duration::from_millis),
         forward_headers,
         retry: inherited.retry.clone(),
+        strict: match inherited.strict_open_ai_compliance {
+            Some(strict) => strict,
+            None => headers::strict(headers)?.unwrap_or(true),
+        },
         hooks: inherited.hooks.clone(),
         key,
     })
@@ -391,8 +397,10 @@ mod tests {
                 ("x-portkey-request-timeout", "250"),
                 ("x-portkey-forward-headers", "x-a, X-B"),
                 ("x-portkey-retry-count", "3"),
+                ("x-portkey-strict-open-ai-compliance", "false"),
             ],
         );
+        assert!(!t.strict);
         assert_eq!(t.provider.slug(), "openai");
         assert_eq!(t.api_key.as_ref().map(Secret::expose), Some("sk-1"));
         assert_eq!(t.custom_host.as_deref(), Some("http://127.0.0.1:9/v1"));
@@ -460,6 +468,7 @@ mod tests {
         assert_eq!(t.request_timeout, Some(Duration::from_millis(100)));
         assert_eq!(t.stream_idle_timeout, Some(Duration::from_millis(50)));
         assert_eq!(t.retry.as_ref().map(|r| r.attempts), Some(2));
+        assert!(t.strict, "strict unless told otherwise");
         assert_eq!(t.forward_headers, ["x-keep"]);
         assert_eq!(t.options["resource_name"], "r");
         assert_eq!(t.api_key.as_ref().map(Secret::expose), Some("from-client"));

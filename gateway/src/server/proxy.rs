@@ -29,7 +29,7 @@ use super::{AppState, RequestInfo};
 use crate::GatewayError;
 use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
-use crate::providers::{BodyKind, Endpoint, StreamOptions, body};
+use crate::providers::{AnswerOptions, BodyKind, Endpoint, body};
 use crate::routing::{self, Attempts, Deadline, Engine, InFlight, Step, Target, Total, Tried};
 
 /// The axum handler for every proxied route.
@@ -57,7 +57,7 @@ enum Prepared {
     Send {
         body: Bytes,
         stream: bool,
-        options: StreamOptions,
+        options: AnswerOptions,
         hook_results: Option<StageResult>,
     },
     Answer(Response),
@@ -143,7 +143,7 @@ struct Proxied<'a> {
 struct Ready {
     body: Bytes,
     stream: bool,
-    options: StreamOptions,
+    options: AnswerOptions,
     before: Option<StageResult>,
 }
 
@@ -182,7 +182,10 @@ impl Attempts for Proxied<'_> {
                 } => Step::Send(Ready {
                     body,
                     stream,
-                    options,
+                    options: AnswerOptions {
+                        strict: target.strict,
+                        ..options
+                    },
                     before: hook_results,
                 }),
                 Prepared::Answer(response) => Step::Answer(response),
@@ -379,7 +382,7 @@ async fn prepare(
     let send = |body: Bytes| Prepared::Send {
         body,
         stream: false,
-        options: StreamOptions::default(),
+        options: AnswerOptions::default(),
         hook_results: None,
     };
     match ctx.endpoint.body_kind() {
@@ -410,9 +413,10 @@ async fn prepare(
         if let Some(model) = &peek.model {
             tracing::Span::current().record("gen_ai.request.model", model.as_ref());
         }
-        let options = StreamOptions {
+        let options = AnswerOptions {
             model: peek.model.as_deref().map(str::to_owned),
             include_usage: peek.include_usage(),
+            ..AnswerOptions::default()
         };
         return Ok(Prepared::Send {
             stream: peek.stream.unwrap_or(false),
@@ -431,9 +435,10 @@ async fn prepare(
         }
         let stream = peek.stream.unwrap_or(false);
         // A rewrite changes message text only: model and options stay.
-        let options = StreamOptions {
+        let options = AnswerOptions {
             model: peek.model.as_deref().map(str::to_owned),
             include_usage: peek.include_usage(),
+            ..AnswerOptions::default()
         };
         let (result, rewritten) =
             guardrails::before_request_bytes(&state.plugins, hooks, ctx, &bytes).await?;

@@ -36,7 +36,7 @@ pub struct Streaming {
     /// The longest wait for the next chunk.
     pub idle: Duration,
     /// What the request asked of the stream (model, usage chunk).
-    pub options: crate::providers::StreamOptions,
+    pub options: crate::providers::AnswerOptions,
     /// Held until the stream ends.
     #[expect(dead_code, reason = "held for its Drop: the call counts as in flight")]
     pub in_flight: InFlight,
@@ -95,7 +95,9 @@ pub async fn relay(
     .map_err(|_| deadline.error())??;
     if !status.is_success() && provider.maps_errors() {
         // The adapter knows its upstream's error shape; it answers with the error.
-        let mapped = provider.map_response(endpoint, status, bytes).await?;
+        let mapped = provider
+            .map_response(endpoint, status, bytes, &streaming.options)
+            .await?;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response(status, headers, Body::from(mapped));
     }
@@ -112,7 +114,9 @@ pub async fn relay(
         let body = if compressed {
             bytes
         } else {
-            provider.map_response(endpoint, status, bytes).await?
+            provider
+                .map_response(endpoint, status, bytes, &streaming.options)
+                .await?
         };
         return response(status, headers, Body::from(body));
     }
