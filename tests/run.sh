@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup target add wasm32-unknown-unknown wasm32-wasip2 >/dev/null
 
-if ! tests/.venv/bin/python -c 'import openai' >/dev/null 2>&1; then
+if ! tests/.venv/bin/python -c 'import openai, anthropic' >/dev/null 2>&1; then
     python3 -m venv tests/.venv
     tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi

@@ -86,3 +86,47 @@ async fn anthropic_chat_stream_usage_and_errors_through_the_gateway() {
     assert_eq!(res.status(), 400);
     assert_eq!(mock.received().len(), before);
 }
+
+#[tokio::test]
+async fn count_tokens_reaches_anthropic_and_is_refused_elsewhere_in_anthropics_shape() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let count = |provider: &'static str| {
+        let gw = &gw;
+        let host = mock.url("/v1");
+        async move {
+            client()
+                .post(gw.at("/v1/messages/count_tokens"))
+                .header("x-portkey-provider", provider)
+                .header("x-portkey-custom-host", host)
+                .header("x-api-key", "sk-ant-count")
+                .json(
+                    &json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    let res = count("anthropic").await;
+    assert_eq!(res.status(), 200);
+    let sent = mock.last().expect("a request");
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.headers["x-api-key"], "sk-ant-count");
+    assert_eq!(
+        sent.json()["messages"][0]["content"],
+        "hi",
+        "passed as it is"
+    );
+
+    let res = count("mock").await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("count_tokens")),
+        "{body}"
+    );
+}

@@ -60,3 +60,62 @@ async fn the_openai_python_sdk_works_unchanged() {
             .is_none_or(|v| v == "Bearer sk-python-sdk")
     }),);
 }
+
+#[tokio::test]
+async fn the_anthropic_python_sdk_works_through_v1_messages() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start(&config_with_mock(&mock, ""));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/anthropic_client.py");
+    let (url, upstream) = (gw.url.clone(), mock.url(""));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .arg(url)
+            .arg(upstream)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{stderr}\ngateway:\n{}",
+        gw.logs()
+    );
+    assert_eq!(stdout.trim(), "ok");
+    // The SDK's key reached Anthropic as its own header, and nowhere else.
+    let to_anthropic: Vec<_> = mock
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .collect();
+    assert!(!to_anthropic.is_empty());
+    assert!(
+        to_anthropic
+            .iter()
+            .all(|r| r.headers["x-api-key"] == "sk-ant-sdk")
+    );
+    assert!(
+        to_anthropic
+            .iter()
+            .all(|r| r.headers.contains_key("anthropic-version"))
+    );
+    let translated: Vec<_> = mock
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .collect();
+    assert!(
+        translated
+            .iter()
+            .all(|r| r.headers["authorization"] == "Bearer sk-ant-sdk")
+    );
+    assert!(
+        translated
+            .iter()
+            .any(|r| r.json()["messages"][0]["role"] == "system")
+    );
+}

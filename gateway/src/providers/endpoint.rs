@@ -14,6 +14,11 @@ pub enum Endpoint {
     Models,
     /// Any other `/v1/*` path, forwarded as is.
     Proxy,
+    /// Anthropic's Messages API (`/v1/messages`): passed through to providers
+    /// that speak it, translated over chat completions for the others.
+    Messages,
+    /// Anthropic's `/v1/messages/count_tokens`, for providers that speak it.
+    CountTokens,
 }
 
 /// How the client's body is read and forwarded.
@@ -57,12 +62,26 @@ impl Endpoint {
             Self::Moderations => "moderations",
             Self::Models => "models",
             Self::Proxy => "proxy",
+            Self::Messages => "messages",
+            Self::CountTokens => "count_tokens",
         }
+    }
+
+    /// Endpoints in Anthropic's format. Not in [`Endpoint::ALL`]: a catalog
+    /// entry that lists no endpoints speaks OpenAI's format only.
+    pub const ANTHROPIC: [Endpoint; 2] = [Self::Messages, Self::CountTokens];
+
+    /// Whether the endpoint speaks Anthropic's format (errors included).
+    pub fn anthropic_format(self) -> bool {
+        Self::ANTHROPIC.contains(&self)
     }
 
     /// Looks an endpoint up by catalog name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.name() == name)
+        Self::ALL
+            .into_iter()
+            .chain(Self::ANTHROPIC)
+            .find(|e| e.name() == name)
     }
 
     /// The path under the provider's base URL (`/v1` already stripped).
@@ -78,6 +97,8 @@ impl Endpoint {
             Self::Moderations => "/moderations",
             Self::Models => "/models",
             Self::Proxy => "",
+            Self::Messages => "/messages",
+            Self::CountTokens => "/messages/count_tokens",
         }
     }
 
@@ -99,7 +120,10 @@ impl Endpoint {
 
     /// Whether the endpoint lives under a deployment (Azure-style URLs).
     pub fn deployment_scoped(self) -> bool {
-        !matches!(self, Self::Models | Self::Proxy)
+        !matches!(
+            self,
+            Self::Models | Self::Proxy | Self::Messages | Self::CountTokens
+        )
     }
 
     /// A human description for messages: `POST /v1/chat/completions`.
@@ -118,7 +142,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for e in Endpoint::ALL {
+        for e in Endpoint::ALL.into_iter().chain(Endpoint::ANTHROPIC) {
             assert_eq!(Endpoint::from_name(e.name()), Some(e));
         }
         assert_eq!(Endpoint::from_name("nope"), None);

@@ -23,6 +23,8 @@ use http::{HeaderMap, Method};
 use serde_json::{Map, Value};
 
 pub use anthropic::Anthropic;
+/// Anthropic's Messages API as an ingress format, over chat completions.
+pub use anthropic::ingress as messages;
 pub use endpoint::{BodyKind, Endpoint};
 pub use openai_compatible::OpenAiCompatible;
 pub use spec::{Auth, ProviderSpec};

@@ -78,9 +78,13 @@ pub fn header_str(headers: &HeaderMap, which: PortkeyHeader) -> Result<Option<&s
     Ok(None)
 }
 
-/// The provider key from `Authorization: Bearer KEY`.
+/// The provider key from `Authorization: Bearer KEY`, else from `x-api-key`
+/// (where Anthropic's SDKs and other Claude clients put it).
 pub fn bearer(headers: &HeaderMap) -> Result<Option<Secret>, GatewayError> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
+    let Some(value) = headers
+        .get(AUTHORIZATION)
+        .or_else(|| headers.get("x-api-key"))
+    else {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| {

@@ -84,6 +84,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/audio/translations", post_route(Endpoint::Translations))
         .route("/v1/moderations", post_route(Endpoint::Moderations))
+        .route("/v1/messages", post_route(Endpoint::Messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post_route(Endpoint::CountTokens),
+        )
         .route(
             "/v1/models",
             get(move |s, i, r| proxy::handle(s, Endpoint::Models, i, r)),

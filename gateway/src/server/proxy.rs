@@ -22,14 +22,14 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::relay;
 use super::{AppState, RequestInfo};
 use crate::GatewayError;
 use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
-use crate::providers::{AnswerOptions, BodyKind, Endpoint, body};
+use crate::providers::{AnswerOptions, BodyKind, Endpoint, body, messages};
 use crate::routing::{self, Attempts, Deadline, Engine, InFlight, Step, Target, Total, Tried};
 
 /// The axum handler for every proxied route.
@@ -43,13 +43,43 @@ pub async fn handle(
 ) -> Response {
     match run(&state, endpoint, req).await {
         Ok(response) => response,
-        Err(err) => failed(err),
+        Err(err) => failed(err, endpoint),
     }
 }
 
-fn failed(err: GatewayError) -> Response {
+/// The gateway's own error answer: OpenAI's shape, or Anthropic's on its routes.
+fn failed(err: GatewayError, endpoint: Endpoint) -> Response {
     tracing::warn!(status = err.status().as_u16(), code = err.code(), error = %err, "request failed");
-    err.into_response()
+    if !endpoint.anthropic_format() {
+        return err.into_response();
+    }
+    let message = err.to_string();
+    let (mut parts, _) = err.into_response().into_parts();
+    let body = messages::error_to_anthropic(
+        parts.status,
+        json!({"error": {"message": message}})
+            .to_string()
+            .as_bytes(),
+    );
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// How a target is called for a client endpoint: Anthropic's Messages API goes
+/// to providers that speak it as it is, and over chat completions (converted
+/// both ways) to the others.
+fn call_endpoint(
+    provider: &dyn crate::providers::Provider,
+    endpoint: Endpoint,
+) -> Result<(Endpoint, bool), GatewayError> {
+    if endpoint == Endpoint::Messages
+        && !provider.supports(Endpoint::Messages)
+        && provider.supports(Endpoint::Chat)
+    {
+        return Ok((Endpoint::Chat, true));
+    }
+    provider.require(endpoint)?;
+    Ok((endpoint, false))
 }
 
 /// A body ready to send, or an answer that ends the request here.
@@ -74,7 +104,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     let metadata = routing::headers_metadata(&parts.headers)?;
     // Before the body is read: a wrong route must not cost a large upload.
     if let Some(provider) = plan.sole_provider(&state.config, &state.plugins)? {
-        provider.require(endpoint)?;
+        call_endpoint(provider.as_ref(), endpoint)?;
     }
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
 
@@ -103,15 +133,15 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
         &proxied,
     );
     let tried = engine.run(&plan.config).await;
-    Ok(answer(tried))
+    Ok(answer(tried, endpoint))
 }
 
 /// The engine's choice as the client's answer, with Portkey's headers: the
 /// provider and config path of the target that answered, and the retries made.
-fn answer(tried: Tried<Body>) -> Response {
+fn answer(tried: Tried<Body>, endpoint: Endpoint) -> Response {
     let mut response = match tried.answer {
         Ok(r) => r,
-        Err(e) => failed(e),
+        Err(e) => failed(e, endpoint),
     };
     let headers = response.headers_mut();
     if let Some((path, provider)) = &tried.target {
@@ -142,15 +172,23 @@ struct Proxied<'a> {
 /// A body prepared for one target.
 struct Ready {
     body: Bytes,
+    /// The endpoint the target is called on.
+    endpoint: Endpoint,
+    /// The answer goes back in Anthropic's format (converted from OpenAI's).
+    to_messages: bool,
     stream: bool,
     options: AnswerOptions,
     before: Option<StageResult>,
 }
 
 impl Proxied<'_> {
-    fn guardrails_context<'c>(&'c self, target: &'c Target) -> guardrails::Context<'c> {
+    fn guardrails_context<'c>(
+        &'c self,
+        target: &'c Target,
+        endpoint: Endpoint,
+    ) -> guardrails::Context<'c> {
         guardrails::Context {
-            endpoint: self.endpoint,
+            endpoint,
             provider: target.provider.slug(),
             metadata: self.metadata,
         }
@@ -162,18 +200,15 @@ impl Attempts for Proxied<'_> {
     type Prepared = Ready;
 
     async fn prepare(&self, target: &Target) -> Result<Step<Ready, Body>, GatewayError> {
-        target.provider.require(self.endpoint)?;
-        let ctx = self.guardrails_context(target);
+        let (endpoint, to_messages) = call_endpoint(target.provider.as_ref(), self.endpoint)?;
+        let bytes = if to_messages {
+            Bytes::from(messages::messages_to_chat(&self.bytes)?)
+        } else {
+            self.bytes.clone()
+        };
+        let ctx = self.guardrails_context(target, endpoint);
         Ok(
-            match prepare(
-                self.state,
-                target,
-                &ctx,
-                &self.parts.headers,
-                self.bytes.clone(),
-            )
-            .await?
-            {
+            match prepare(self.state, target, &ctx, &self.parts.headers, bytes).await? {
                 Prepared::Send {
                     body,
                     stream,
@@ -181,6 +216,8 @@ impl Attempts for Proxied<'_> {
                     hook_results,
                 } => Step::Send(Ready {
                     body,
+                    endpoint,
+                    to_messages,
                     stream,
                     options: AnswerOptions {
                         strict: target.strict,
@@ -188,6 +225,9 @@ impl Attempts for Proxied<'_> {
                     },
                     before: hook_results,
                 }),
+                Prepared::Answer(response) if to_messages => {
+                    Step::Answer(to_anthropic(response, false).await?)
+                }
                 Prepared::Answer(response) => Step::Answer(response),
             },
         )
@@ -205,7 +245,7 @@ impl Attempts for Proxied<'_> {
         tracing::Span::current().record("gen_ai.provider.name", provider.slug());
         let path = self.parts.uri.path();
         let call = target.call(
-            self.endpoint,
+            ready.endpoint,
             self.parts.method.clone(),
             &self.parts.headers,
             self.parts.uri.query(),
@@ -224,7 +264,7 @@ impl Attempts for Proxied<'_> {
         let response = relay::relay(
             response,
             provider.as_ref(),
-            self.endpoint,
+            ready.endpoint,
             ready.stream,
             deadline,
             state.config.upstream.max_response_bytes,
@@ -237,20 +277,67 @@ impl Attempts for Proxied<'_> {
             },
         )
         .await?;
-        if target.hooks.is_empty() {
-            return Ok(response);
+        let response = if target.hooks.is_empty() {
+            response
+        } else {
+            let ctx = self.guardrails_context(target, ready.endpoint);
+            after_hooks(
+                state,
+                &target.hooks,
+                &ctx,
+                ready.stream,
+                ready.before.as_ref(),
+                response,
+            )
+            .await?
+        };
+        if ready.to_messages {
+            return to_anthropic(response, ready.stream).await;
         }
-        let ctx = self.guardrails_context(target);
-        after_hooks(
-            state,
-            &target.hooks,
-            &ctx,
-            ready.stream,
-            ready.before.as_ref(),
-            response,
-        )
-        .await
+        Ok(response)
     }
+}
+
+/// An answer in OpenAI's format (a chat completion, its stream, or an error)
+/// in Anthropic's, for a client of the Messages API.
+async fn to_anthropic(response: Response, stream: bool) -> Result<Response, GatewayError> {
+    use futures_util::StreamExt;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    if stream && parts.status.is_success() {
+        parts.headers.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        let state = Some((body.into_data_stream(), messages::ChatToEvents::default()));
+        let events = futures_util::stream::unfold(state, |state| async move {
+            let (mut chunks, mut events) = state?;
+            match chunks.next().await {
+                Some(Ok(bytes)) => Some((
+                    Ok::<Bytes, std::convert::Infallible>(Bytes::from(events.push(&bytes))),
+                    Some((chunks, events)),
+                )),
+                Some(Err(_)) | None => Some((Ok(Bytes::from(events.finish())), None)),
+            }
+        });
+        return Ok(Response::from_parts(parts, Body::from_stream(events)));
+    }
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("cannot re-read the answer: {e}")))?;
+    let converted = if parts.status.is_success() {
+        messages::chat_to_message(&bytes)?
+    } else {
+        messages::error_to_anthropic(parts.status, &bytes)
+    };
+    parts.headers.insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(Response::from_parts(
+        parts,
+        Body::from(converted.to_string()),
+    ))
 }
 
 /// A JSON object's text with one more member, without parsing it again (the

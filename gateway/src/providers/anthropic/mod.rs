@@ -33,6 +33,8 @@
 //! The passthrough route (`/v1/*`) reaches Anthropic's API as it is, with its
 //! auth.
 
+pub mod ingress;
+
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,12 +87,20 @@ impl Anthropic {
 
     fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
         let mut req = match call.endpoint {
-            Endpoint::Chat => {
-                let body = to_messages(&call.body)?;
+            Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens => {
+                let body = if call.endpoint == Endpoint::Chat {
+                    to_messages(&call.body)?
+                } else {
+                    // Already in Anthropic's format.
+                    call.body.to_vec()
+                };
                 let messages = Call {
                     endpoint: Endpoint::Proxy,
                     method: http::Method::POST,
-                    proxy_path: "/messages",
+                    proxy_path: match call.endpoint {
+                        Endpoint::Chat => Endpoint::Messages.path(),
+                        other => other.path(),
+                    },
                     query: None,
                     body: Bytes::from(body),
                     ..*call
@@ -123,7 +133,10 @@ impl Provider for Anthropic {
     }
 
     fn supports(&self, endpoint: Endpoint) -> bool {
-        matches!(endpoint, Endpoint::Chat | Endpoint::Proxy)
+        matches!(
+            endpoint,
+            Endpoint::Chat | Endpoint::Proxy | Endpoint::Messages | Endpoint::CountTokens
+        )
     }
 
     fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
@@ -145,6 +158,8 @@ impl Provider for Anthropic {
             (Endpoint::Chat, true) => {
                 from_message(&body, options.strict).map(|v| Bytes::from(v.to_string()))
             }
+            // Claude clients get Anthropic's own errors.
+            (Endpoint::Messages | Endpoint::CountTokens, false) => Ok(body),
             (_, false) => Ok(Bytes::from(error_body(status, &body).to_string())),
             _ => Ok(body),
         };
@@ -703,5 +718,4 @@ impl ChunkTranslator for Stream {
 }
 
 #[cfg(test)]
-#[path = "anthropic_tests.rs"]
 mod tests;
