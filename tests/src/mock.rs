@@ -27,7 +27,9 @@
 //! Ollama's native API (`/api/chat` with NDJSON streaming, `/api/embed`) is
 //! served too, with its own error shape (`{"error": "..."}`), and Anthropic's
 //! Messages API (`/messages`: a message, an SSE event stream, or its error
-//! shape for `fault:status=CODE`).
+//! shape for `fault:status=CODE`), and Gemini's (`models/M:generateContent`,
+//! `:streamGenerateContent?alt=sse`, `:batchEmbedContents`; the model
+//! `fault-status-CODE` answers Google's error shape).
 //!
 //! Every request is recorded (method, path, query, headers, body) for assertions.
 
@@ -211,6 +213,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     if received.path.ends_with("/messages") {
         return anthropic(&json, fault);
+    }
+    if let Some((_, call)) = received.path.rsplit_once("/models/")
+        && let Some((model, method)) = call.split_once(':')
+    {
+        return gemini(model, method, &json);
     }
 
     if let Some(code) = fault
@@ -616,4 +623,54 @@ pub fn anthropic_stream(model: &str) -> String {
         .iter()
         .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
         .collect()
+}
+
+/// Gemini's API, as its reference documents it.
+fn gemini(model: &str, method: &str, json: &Value) -> Response {
+    if let Some(code) = model
+        .strip_prefix("fault-status-")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let name = if code == 429 {
+            "RESOURCE_EXHAUSTED"
+        } else {
+            "INTERNAL"
+        };
+        return (
+            status,
+            axum::Json(json!({"error": {"code": code, "message": format!("mock gemini error {code}"), "status": name}})),
+        )
+            .into_response();
+    }
+    match method {
+        "batchEmbedContents" => {
+            let n = json["requests"].as_array().map_or(0, Vec::len);
+            let embeddings: Vec<Value> = (0..n).map(|i| json!({"values": [i as f64, 0.5]})).collect();
+            axum::Json(json!({"embeddings": embeddings})).into_response()
+        }
+        "streamGenerateContent" => {
+            let piece = |text: &str, last: bool| {
+                let mut r = json!({"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}],
+                                   "modelVersion": model, "responseId": "mock-r"});
+                if last {
+                    r["candidates"][0]["finishReason"] = json!("STOP");
+                    r["usageMetadata"] = json!({"promptTokenCount": 6, "candidatesTokenCount": 2, "totalTokenCount": 8});
+                }
+                format!("data: {r}\r\n\r\n")
+            };
+            let body = [piece("Hello", false), piece(" Gemini", true)].concat();
+            Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from(body))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        _ => axum::Json(json!({
+            "candidates": [{"content": {"parts": [{"text": "Hello from Gemini mock"}], "role": "model"},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 4, "totalTokenCount": 10},
+            "modelVersion": model, "responseId": "mock-r"
+        }))
+        .into_response(),
+    }
 }

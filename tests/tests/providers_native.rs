@@ -130,3 +130,90 @@ async fn count_tokens_reaches_anthropic_and_is_refused_elsewhere_in_anthropics_s
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn google_gemini_chat_stream_embeddings_and_errors_through_the_gateway() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let send = |path: &'static str, body: Value| {
+        let gw = &gw;
+        let host = mock.url("/v1beta");
+        async move {
+            client()
+                .post(gw.at(path))
+                .header("x-portkey-provider", "google")
+                .header("x-portkey-custom-host", host)
+                .header("authorization", "Bearer AIza-e2e")
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "gemini-2.5-flash", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from Gemini mock"
+    );
+    assert_eq!(body["usage"]["total_tokens"], 10);
+    let sent = mock.last().expect("a request");
+    assert_eq!(sent.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(sent.headers["x-goog-api-key"], "AIza-e2e");
+    assert_eq!(
+        sent.json()["systemInstruction"]["parts"][0]["text"],
+        "Be brief."
+    );
+
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "gemini-2.5-flash", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let (chunks, content) = sluice_tests::openai_stream(res).await;
+    assert_eq!(content, "Hello Gemini");
+    assert_eq!(
+        mock.last().and_then(|r| r.query),
+        Some("alt=sse".to_owned())
+    );
+    assert_eq!(
+        chunks.last().map(|c| c["usage"]["total_tokens"].clone()),
+        Some(json!(8))
+    );
+
+    let res = send(
+        "/v1/embeddings",
+        json!({"model": "gemini-embedding-001", "input": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["data"][1]["embedding"], json!([1.0, 0.5]));
+
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "fault-status-429", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "RESOURCE_EXHAUSTED");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+
+    // And Claude clients reach Gemini too, through /v1/messages.
+    let res = send(
+        "/v1/messages",
+        json!({"model": "gemini-2.5-flash", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["content"][0]["text"], "Hello from Gemini mock");
+}

@@ -11,8 +11,10 @@
 mod anthropic;
 pub mod body;
 mod endpoint;
+mod google;
 mod openai_compatible;
 mod spec;
+mod sse;
 mod wasm;
 
 use std::collections::BTreeMap;
@@ -26,8 +28,10 @@ pub use anthropic::Anthropic;
 /// Anthropic's Messages API as an ingress format, over chat completions.
 pub use anthropic::ingress as messages;
 pub use endpoint::{BodyKind, Endpoint};
+pub use google::Google;
 pub use openai_compatible::OpenAiCompatible;
 pub use spec::{Auth, ProviderSpec};
+pub use sse::SseData;
 pub use wasm::WasmProvider;
 
 use crate::GatewayError;
@@ -172,6 +176,7 @@ impl Registry {
             registry.register(Arc::new(OpenAiCompatible::new(spec)));
         }
         registry.register(Arc::new(Anthropic::new()?));
+        registry.register(Arc::new(Google::new()?));
         for spec in extra {
             registry.register(Arc::new(OpenAiCompatible::new(spec.clone())));
         }

@@ -287,7 +287,7 @@ fn event(name: &str, data: &Value) -> String {
 /// OpenAI chunks in, Anthropic events out.
 #[derive(Debug, Default)]
 pub struct ChatToEvents {
-    line: Vec<u8>,
+    sse: crate::providers::SseData,
     started: bool,
     done: bool,
     /// The open block: its index and whether it is text (else a tool call,
@@ -302,18 +302,12 @@ impl ChatToEvents {
     /// Translates what arrived; input may be split anywhere.
     pub fn push(&mut self, bytes: &[u8]) -> String {
         let mut out = String::new();
-        for &b in bytes {
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            let line = std::mem::take(&mut self.line);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            if let Some(data) = line.strip_prefix(b"data:") {
-                let data = data.strip_prefix(b" ").unwrap_or(data);
-                self.data(data, &mut out);
-            }
-        }
+        let mut sse = std::mem::take(&mut self.sse);
+        let _ = sse.push::<()>(bytes, |data| {
+            self.data(data, &mut out);
+            Ok(())
+        });
+        self.sse = sse;
         out
     }
 

@@ -558,7 +558,7 @@ fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
 /// Anthropic's SSE events, translated as they come.
 struct Stream {
     options: AnswerOptions,
-    line: Vec<u8>,
+    sse: super::SseData,
     id: String,
     model: String,
     created: u64,
@@ -573,7 +573,7 @@ impl Stream {
         Self {
             model: options.model.clone().unwrap_or_default(),
             options,
-            line: Vec::new(),
+            sse: super::SseData::default(),
             id: String::new(),
             created: now(),
             tools: HashMap::new(),
@@ -693,22 +693,9 @@ fn merge(into: &mut Value, from: &Value) {
 impl ChunkTranslator for Stream {
     fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>> {
         let mut out = Vec::new();
-        let mut result = Ok(());
-        for &b in bytes {
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            let line = std::mem::take(&mut self.line);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            if let Some(data) = line.strip_prefix(b"data:") {
-                let data = data.strip_prefix(b" ").unwrap_or(data);
-                if let Err(e) = self.event(data, &mut out) {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
+        let mut sse = std::mem::take(&mut self.sse);
+        let result = sse.push(bytes, |data| self.event(data, &mut out));
+        self.sse = sse;
         Box::pin(std::future::ready(result.map(|()| out)))
     }
 
