@@ -266,6 +266,9 @@ mod tests {
             "huggingface",
             "lm-studio",
             "openai-compatible",
+            "azure-ai",
+            "anthropic",
+            "google",
         ] {
             assert!(registry.contains(slug), "{slug} missing");
         }

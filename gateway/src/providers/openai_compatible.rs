@@ -191,10 +191,13 @@ impl OpenAiCompatible {
         }
         for (name, template) in &self.spec.headers {
             let value = fill(template, &mut |n| self.var(call, n));
-            if let (Ok(name), Some(Ok(value))) = (
+            if let (Ok(name), Some(Ok(mut value))) = (
                 HeaderName::from_bytes(name.as_bytes()),
                 value.as_deref().map(HeaderValue::from_str),
             ) {
+                // Credentials given as templates (Entra tokens) stay out of
+                // anything that prints headers.
+                value.set_sensitive(name == AUTHORIZATION || name.as_str().ends_with("-key"));
                 headers.insert(name, value);
             }
         }
@@ -340,6 +343,41 @@ mod tests {
             req.url.as_str(),
             "https://cfg.openai.azure.com/openai/models?api-version=2025-01-01"
         );
+    }
+
+    #[test]
+    fn azure_takes_an_entra_token_and_azure_ai_builds_foundry_urls() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-portkey-azure-resource-name",
+            HeaderValue::from_static("res"),
+        );
+        headers.insert(
+            "x-portkey-azure-deployment-id",
+            HeaderValue::from_static("gpt4o"),
+        );
+        headers.insert(
+            "x-portkey-azure-ad-token",
+            HeaderValue::from_static("eyJ.entra.token"),
+        );
+        let options = Map::new();
+        let req = provider("azure-openai")
+            .build(&call(Endpoint::Chat, None, &headers, &options))
+            .expect("request");
+        assert_eq!(req.headers[AUTHORIZATION], "Bearer eyJ.entra.token");
+        assert!(req.headers[AUTHORIZATION].is_sensitive());
+        assert!(!req.headers.contains_key("api-key"));
+
+        let key = Secret::new("foundry-key".into());
+        let req = provider("azure-ai")
+            .build(&call(Endpoint::Chat, Some(&key), &headers, &options))
+            .expect("request");
+        assert_eq!(
+            req.url.as_str(),
+            "https://res.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview"
+        );
+        assert_eq!(req.headers["api-key"], "foundry-key");
+        assert!(!provider("azure-ai").supports(Endpoint::Images));
     }
 
     #[test]
