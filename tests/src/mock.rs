@@ -29,7 +29,9 @@
 //! Messages API (`/messages`: a message, an SSE event stream, or its error
 //! shape for `fault:status=CODE`), and Gemini's (`models/M:generateContent`,
 //! `:streamGenerateContent?alt=sse`, `:batchEmbedContents`; the model
-//! `fault-status-CODE` answers Google's error shape).
+//! `fault-status-CODE` answers Google's error shape), and Cohere's v2 (`/chat`
+//! with typed stream events, `/embed`; `fault:status=CODE` answers
+//! `{"message"}`).
 //!
 //! Every request is recorded (method, path, query, headers, body) for assertions.
 
@@ -213,6 +215,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     if received.path.ends_with("/messages") {
         return anthropic(&json, fault);
+    }
+    if received.path.ends_with("/v2/chat") || received.path.ends_with("/v2/embed") {
+        return cohere(&received.path, &json, fault);
     }
     if let Some((_, call)) = received.path.rsplit_once("/models/")
         && let Some((model, method)) = call.split_once(':')
@@ -673,4 +678,49 @@ fn gemini(model: &str, method: &str, json: &Value) -> Response {
         }))
         .into_response(),
     }
+}
+
+/// Cohere's v2 API, as its reference documents it.
+fn cohere(path: &str, json: &Value, fault: &str) -> Response {
+    if let Some(code) = fault
+        .strip_prefix("status=")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (
+            status,
+            axum::Json(json!({"id": "err", "message": format!("mock cohere error {code}")})),
+        )
+            .into_response();
+    }
+    if path.ends_with("/embed") {
+        let n = json["texts"].as_array().map_or(0, Vec::len);
+        let vectors: Vec<Value> = (0..n).map(|i| json!([i as f64, 0.25])).collect();
+        return axum::Json(json!({"id": "emb", "embeddings": {"float": vectors},
+            "meta": {"billed_units": {"input_tokens": n}}}))
+        .into_response();
+    }
+    if json["stream"] == true {
+        let events = [
+            json!({"type": "message-start", "id": "co-1", "delta": {"message": {"role": "assistant"}}}),
+            json!({"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "text", "text": ""}}}}),
+            json!({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "Hello"}}}}),
+            json!({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": " Cohere"}}}}),
+            json!({"type": "content-end", "index": 0}),
+            json!({"type": "message-end", "delta": {"finish_reason": "COMPLETE",
+                "usage": {"tokens": {"input_tokens": 7, "output_tokens": 2}}}}),
+        ];
+        let body: String = events
+            .iter()
+            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+            .collect();
+        return Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from(body))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    axum::Json(json!({"id": "co-1", "finish_reason": "COMPLETE",
+        "message": {"role": "assistant", "content": [{"type": "text", "text": "Hello from Cohere mock"}]},
+        "usage": {"tokens": {"input_tokens": 7, "output_tokens": 4}}}))
+    .into_response()
 }

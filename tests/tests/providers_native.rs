@@ -217,3 +217,79 @@ async fn google_gemini_chat_stream_embeddings_and_errors_through_the_gateway() {
     assert_eq!(body["type"], "message");
     assert_eq!(body["content"][0]["text"], "Hello from Gemini mock");
 }
+
+#[tokio::test]
+async fn cohere_chat_stream_embeddings_rerank_and_errors_through_the_gateway() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let send = |path: &'static str, body: Value| {
+        let gw = &gw;
+        let host = mock.url("/v2");
+        async move {
+            client()
+                .post(gw.at(path))
+                .header("x-portkey-provider", "cohere")
+                .header("x-portkey-custom-host", host)
+                .header("authorization", "Bearer co-e2e")
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    let res = send("/v1/chat/completions", json!({"model": "command-a", "top_p": 0.5, "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from Cohere mock"
+    );
+    assert_eq!(body["usage"]["total_tokens"], 11);
+    let sent = mock.last().expect("a request");
+    assert_eq!(sent.path, "/v2/chat");
+    assert_eq!(sent.headers["authorization"], "Bearer co-e2e");
+    assert_eq!(sent.json()["p"], 0.5);
+
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "command-a", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let (chunks, content) = sluice_tests::openai_stream(res).await;
+    assert_eq!(content, "Hello Cohere");
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "stop")
+    );
+
+    let res = send(
+        "/v1/embeddings",
+        json!({"model": "embed-v4.0", "input": ["a", "b"]}),
+    )
+    .await;
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["data"][1]["embedding"], json!([1.0, 0.25]));
+    assert_eq!(
+        mock.last().map(|r| r.json()["input_type"].clone()),
+        Some(json!("search_document"))
+    );
+
+    // Rerank has no OpenAI form: Cohere's own API, passed through.
+    let res = send(
+        "/v1/rerank",
+        json!({"model": "rerank-v3.5", "query": "q", "documents": ["a"]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(mock.last().map(|r| r.path), Some("/v2/rerank".to_owned()));
+
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "fault:status=429", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["message"], "mock cohere error 429");
+}

@@ -10,6 +10,7 @@
 
 mod anthropic;
 pub mod body;
+mod cohere;
 mod endpoint;
 mod google;
 mod openai_compatible;
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 pub use anthropic::Anthropic;
 /// Anthropic's Messages API as an ingress format, over chat completions.
 pub use anthropic::ingress as messages;
+pub use cohere::Cohere;
 pub use endpoint::{BodyKind, Endpoint};
 pub use google::Google;
 pub use openai_compatible::OpenAiCompatible;
@@ -177,6 +179,7 @@ impl Registry {
         }
         registry.register(Arc::new(Anthropic::new()?));
         registry.register(Arc::new(Google::new()?));
+        registry.register(Arc::new(Cohere::new()?));
         for spec in extra {
             registry.register(Arc::new(OpenAiCompatible::new(spec.clone())));
         }
@@ -269,6 +272,7 @@ mod tests {
             "azure-ai",
             "anthropic",
             "google",
+            "cohere",
         ] {
             assert!(registry.contains(slug), "{slug} missing");
         }
