@@ -16,18 +16,14 @@
 //!   (a body field of that name is passed on), float embeddings back.
 //! - errors: `{"message"}` in OpenAI's shape with the status.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-use http::HeaderValue;
 use serde_json::{Map, Value, json};
 
 use super::{
-    AnswerOptions, Call, ChunkTranslator, Endpoint, OpenAiCompatible, Provider, ProviderFuture,
-    SseData, UpstreamRequest,
+    AnswerOptions, Call, ChunkTranslator, Endpoint, OpenAiCompatible, SseData, UpstreamRequest,
 };
 use crate::GatewayError;
 use crate::error::openai_error;
+use crate::providers::native;
 
 const SPEC: &str = r#"
 [[provider]]
@@ -41,18 +37,10 @@ pub struct Cohere {
     transport: OpenAiCompatible,
 }
 
-fn bad(message: impl Into<String>, param: &str) -> GatewayError {
-    GatewayError::invalid(message, Some(param))
-}
-
 impl Cohere {
     pub fn new() -> Result<Self, crate::config::Problems> {
-        let spec = super::parse_catalog(SPEC, "cohere")?
-            .into_iter()
-            .next()
-            .ok_or_else(|| crate::config::Problems::one("cohere", "no spec"))?;
         Ok(Self {
-            transport: OpenAiCompatible::new(spec),
+            transport: native::transport(SPEC, "cohere")?,
         })
     }
 
@@ -62,82 +50,58 @@ impl Cohere {
             Endpoint::Embeddings => ("/embed", to_embed(&super::body::parse_object(&call.body)?)?),
             _ => return self.transport.build(call),
         };
-        let upstream = Call {
-            endpoint: Endpoint::Proxy,
-            method: http::Method::POST,
-            proxy_path: path,
-            query: None,
-            body: Bytes::from(body),
-            ..*call
-        };
-        let mut req = self.transport.build(&upstream)?;
-        req.headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(req)
+        native::post_json(&self.transport, call, path, None, body)
     }
 }
 
-impl Provider for Cohere {
-    fn slug(&self) -> &str {
-        "cohere"
+impl native::Native for Cohere {
+    const SLUG: &'static str = "cohere";
+    const ENDPOINTS: &'static [Endpoint] = &[Endpoint::Chat, Endpoint::Embeddings, Endpoint::Proxy];
+
+    fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
+        Cohere::build(self, call)
     }
 
-    fn supports(&self, endpoint: Endpoint) -> bool {
-        matches!(
-            endpoint,
-            Endpoint::Chat | Endpoint::Embeddings | Endpoint::Proxy
-        )
-    }
-
-    fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
-        Box::pin(std::future::ready(self.build(call)))
-    }
-
-    fn maps_errors(&self) -> bool {
-        true
-    }
-
-    fn map_response<'a>(
-        &'a self,
+    fn answer(
+        &self,
         endpoint: Endpoint,
-        status: http::StatusCode,
-        body: Bytes,
-        options: &'a AnswerOptions,
-    ) -> ProviderFuture<'a, Bytes> {
-        let mapped = match (endpoint, status.is_success()) {
-            (Endpoint::Chat, true) => {
-                from_cohere(&body, options).map(|v| Bytes::from(v.to_string()))
-            }
-            (Endpoint::Embeddings, true) => {
-                from_embed(&body, options).map(|v| Bytes::from(v.to_string()))
-            }
-            (Endpoint::Proxy, _) => Ok(body),
-            (_, false) => Ok(Bytes::from(error_body(status, &body).to_string())),
-            _ => Ok(body),
-        };
-        Box::pin(std::future::ready(mapped))
+        body: &[u8],
+        options: &AnswerOptions,
+    ) -> Result<Option<Value>, GatewayError> {
+        match endpoint {
+            Endpoint::Chat => from_cohere(body, options).map(Some),
+            Endpoint::Embeddings => from_embed(body, options).map(Some),
+            _ => Ok(None),
+        }
     }
 
-    fn stream_translator<'a>(
-        &'a self,
+    fn error(&self, endpoint: Endpoint, status: http::StatusCode, body: &[u8]) -> Option<Value> {
+        (endpoint != Endpoint::Proxy).then(|| error_body(status, body))
+    }
+
+    fn stream(
+        &self,
         endpoint: Endpoint,
         options: AnswerOptions,
-    ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
-        let translator: Option<Box<dyn ChunkTranslator>> = (endpoint == Endpoint::Chat)
-            .then(|| Box::new(Stream::new(options)) as Box<dyn ChunkTranslator>);
-        Box::pin(std::future::ready(Ok(translator)))
+    ) -> Option<Box<dyn ChunkTranslator>> {
+        if endpoint == Endpoint::Chat {
+            native::translator(Stream::new(options))
+        } else {
+            None
+        }
     }
 }
 
 /// An OpenAI chat request as a Cohere v2 chat request.
 pub fn to_cohere(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
     if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        return Err(bad("`cohere` returns one choice: `n` must be 1", "n"));
+        return Err(native::bad(
+            "`cohere` returns one choice: `n` must be 1",
+            "n",
+        ));
     }
     let Some(Value::Array(messages)) = req.get("messages") else {
-        return Err(bad("`messages` must be an array", "messages"));
+        return Err(native::bad("`messages` must be an array", "messages"));
     };
     let messages: Vec<Value> = messages
         .iter()
@@ -205,29 +169,22 @@ pub fn to_cohere(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
         }
         _ => {}
     }
-    match req.get("tool_choice") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == "auto" => {}
-        Some(Value::String(s)) if s == "required" => {
+    match native::tool_choice(req)? {
+        None | Some(native::ToolChoice::Auto) => {}
+        Some(native::ToolChoice::Required) => {
             out.insert("tool_choice".into(), "REQUIRED".into());
         }
-        Some(Value::String(s)) if s == "none" => {
+        Some(native::ToolChoice::None) => {
             out.insert("tool_choice".into(), "NONE".into());
         }
-        Some(_) => {
-            return Err(bad(
+        Some(native::ToolChoice::Function(_)) => {
+            return Err(native::bad(
                 "`cohere` takes tool_choice auto, required or none (not a named function)",
                 "tool_choice",
             ));
         }
     }
     serde_json::to_vec(&Value::Object(out)).map_err(|e| GatewayError::Internal(e.to_string()))
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Cohere's finish reason as OpenAI's.
@@ -275,7 +232,7 @@ pub fn from_cohere(body: &[u8], options: &AnswerOptions) -> Result<Value, Gatewa
         message["tool_calls"] = Value::Array(calls.clone());
     }
     Ok(json!({
-        "id": r["id"], "object": "chat.completion", "created": now(), "model": options.model,
+        "id": r["id"], "object": "chat.completion", "created": native::now(), "model": options.model,
         "choices": [{"index": 0, "message": message, "logprobs": null,
                      "finish_reason": finish_reason(r["finish_reason"].as_str().unwrap_or("COMPLETE"))}],
         "usage": usage(&r["usage"]),
@@ -289,7 +246,7 @@ fn to_embed(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
             Value::Array(items.clone())
         }
         _ => {
-            return Err(bad(
+            return Err(native::bad(
                 "`input` must be a string or an array of strings",
                 "input",
             ));
@@ -337,12 +294,7 @@ fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
             String::from_utf8_lossy(&body[..body.len().min(200)])
         )
     });
-    let kind = match status.as_u16() {
-        400 | 404 | 422 => "invalid_request_error",
-        401 | 403 => "authentication_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
-    };
+    let kind = native::error_type(status);
     openai_error(&message, kind, None, &format!("cohere_{}", status.as_u16()))
 }
 
@@ -360,7 +312,7 @@ impl Stream {
             options,
             sse: SseData::default(),
             id: String::new(),
-            created: now(),
+            created: native::now(),
         }
     }
 
@@ -371,7 +323,7 @@ impl Stream {
         .to_string()
     }
 
-    fn event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
         let e: Value =
             serde_json::from_slice(data).map_err(|err| GatewayError::UpstreamGarbage {
                 provider: "cohere".into(),
@@ -420,25 +372,20 @@ impl Stream {
     }
 }
 
-impl ChunkTranslator for Stream {
-    fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>> {
-        let mut out = Vec::new();
-        let mut sse = std::mem::take(&mut self.sse);
-        let result = sse.push(bytes, |data| self.event(data, &mut out));
-        self.sse = sse;
-        Box::pin(std::future::ready(result.map(|()| out)))
+impl native::Events for Stream {
+    fn sse(&mut self) -> &mut SseData {
+        &mut self.sse
     }
 
-    fn finish(self: Box<Self>) -> ProviderFuture<'static, Vec<String>> {
-        Box::pin(std::future::ready(Ok(Vec::new())))
+    fn event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
+        self.on_event(data, out)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use futures_util::FutureExt;
-
     use super::*;
+    use futures_util::FutureExt;
 
     fn convert(v: Value) -> Value {
         let map = v.as_object().cloned().unwrap_or_default();
@@ -538,11 +485,12 @@ mod tests {
             .iter()
             .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
             .collect();
-        let mut t: Box<dyn ChunkTranslator> = Box::new(Stream::new(AnswerOptions {
+        let mut t = native::translator(Stream::new(AnswerOptions {
             model: Some("command-a".into()),
             include_usage: true,
             strict: true,
-        }));
+        }))
+        .expect("a translator");
         let mut out = Vec::new();
         for piece in text.as_bytes().chunks(13) {
             out.extend(t.push(piece).now_or_never().expect("ready").expect("ok"));

@@ -21,18 +21,12 @@
 //!
 //! The key goes as `x-goog-api-key`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-use http::HeaderValue;
 use serde_json::{Map, Value, json};
 
-use super::{
-    AnswerOptions, Call, ChunkTranslator, Endpoint, OpenAiCompatible, Provider, ProviderFuture,
-    UpstreamRequest,
-};
+use super::{AnswerOptions, Call, ChunkTranslator, Endpoint, OpenAiCompatible, UpstreamRequest};
 use crate::GatewayError;
 use crate::error::openai_error;
+use crate::providers::{SseData, native};
 
 const SPEC: &str = r#"
 [[provider]]
@@ -47,18 +41,10 @@ pub struct Google {
     transport: OpenAiCompatible,
 }
 
-fn bad(message: impl Into<String>, param: &str) -> GatewayError {
-    GatewayError::invalid(message, Some(param))
-}
-
 impl Google {
     pub fn new() -> Result<Self, crate::config::Problems> {
-        let spec = super::parse_catalog(SPEC, "google")?
-            .into_iter()
-            .next()
-            .ok_or_else(|| crate::config::Problems::one("google", "no spec"))?;
         Ok(Self {
-            transport: OpenAiCompatible::new(spec),
+            transport: native::transport(SPEC, "google")?,
         })
     }
 
@@ -86,20 +72,7 @@ impl Google {
             }
             _ => return self.transport.build(call),
         };
-        let upstream = Call {
-            endpoint: Endpoint::Proxy,
-            method: http::Method::POST,
-            proxy_path: &path,
-            query,
-            body: Bytes::from(body),
-            ..*call
-        };
-        let mut req = self.transport.build(&upstream)?;
-        req.headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(req)
+        native::post_json(&self.transport, call, &path, query, body)
     }
 }
 
@@ -108,7 +81,7 @@ fn model_path(req: &Map<String, Value>) -> Result<String, GatewayError> {
     let model = req
         .get("model")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad("`model` is required", "model"))?;
+        .ok_or_else(|| native::bad("`model` is required", "model"))?;
     let model = model.strip_prefix("models/").unwrap_or(model);
     let plain = !model.is_empty()
         && model
@@ -118,62 +91,48 @@ fn model_path(req: &Map<String, Value>) -> Result<String, GatewayError> {
     if plain {
         Ok(model.to_owned())
     } else {
-        Err(bad(
+        Err(native::bad(
             format!("`{model}` is not a Gemini model name (letters, digits, `-`, `_`, `.`)"),
             "model",
         ))
     }
 }
 
-impl Provider for Google {
-    fn slug(&self) -> &str {
-        "google"
+impl native::Native for Google {
+    const SLUG: &'static str = "google";
+    const ENDPOINTS: &'static [Endpoint] = &[Endpoint::Chat, Endpoint::Embeddings, Endpoint::Proxy];
+
+    fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
+        Google::build(self, call)
     }
 
-    fn supports(&self, endpoint: Endpoint) -> bool {
-        matches!(
-            endpoint,
-            Endpoint::Chat | Endpoint::Embeddings | Endpoint::Proxy
-        )
-    }
-
-    fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
-        Box::pin(std::future::ready(self.build(call)))
-    }
-
-    fn maps_errors(&self) -> bool {
-        true
-    }
-
-    fn map_response<'a>(
-        &'a self,
+    fn answer(
+        &self,
         endpoint: Endpoint,
-        status: http::StatusCode,
-        body: Bytes,
-        options: &'a AnswerOptions,
-    ) -> ProviderFuture<'a, Bytes> {
-        let mapped = match (endpoint, status.is_success()) {
-            (Endpoint::Chat, true) => {
-                from_gemini(&body, options).map(|v| Bytes::from(v.to_string()))
-            }
-            (Endpoint::Embeddings, true) => {
-                from_embed(&body, options).map(|v| Bytes::from(v.to_string()))
-            }
-            (Endpoint::Proxy, _) => Ok(body),
-            (_, false) => Ok(Bytes::from(error_body(status, &body).to_string())),
-            _ => Ok(body),
-        };
-        Box::pin(std::future::ready(mapped))
+        body: &[u8],
+        options: &AnswerOptions,
+    ) -> Result<Option<Value>, GatewayError> {
+        match endpoint {
+            Endpoint::Chat => from_gemini(body, options).map(Some),
+            Endpoint::Embeddings => from_embed(body, options).map(Some),
+            _ => Ok(None),
+        }
     }
 
-    fn stream_translator<'a>(
-        &'a self,
+    fn error(&self, endpoint: Endpoint, status: http::StatusCode, body: &[u8]) -> Option<Value> {
+        (endpoint != Endpoint::Proxy).then(|| error_body(status, body))
+    }
+
+    fn stream(
+        &self,
         endpoint: Endpoint,
         options: AnswerOptions,
-    ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
-        let translator: Option<Box<dyn ChunkTranslator>> = (endpoint == Endpoint::Chat)
-            .then(|| Box::new(Stream::new(options)) as Box<dyn ChunkTranslator>);
-        Box::pin(std::future::ready(Ok(translator)))
+    ) -> Option<Box<dyn ChunkTranslator>> {
+        if endpoint == Endpoint::Chat {
+            native::translator(Stream::new(options))
+        } else {
+            None
+        }
     }
 }
 
@@ -187,7 +146,7 @@ fn text_parts(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Gatewa
             .enumerate()
             .map(|(i, p)| part(p, &format!("{param}.content[{i}]")))
             .collect(),
-        Some(_) => Err(bad(
+        Some(_) => Err(native::bad(
             "`content` must be a string or an array of parts",
             param,
         )),
@@ -214,17 +173,17 @@ fn part(p: &Value, at: &str) -> Result<Value, GatewayError> {
             let url = p["image_url"]["url"]
                 .as_str()
                 .or_else(|| p["image_url"].as_str())
-                .ok_or_else(|| bad("`image_url.url` is required", at))?;
+                .ok_or_else(|| native::bad("`image_url.url` is required", at))?;
             Ok(data(url, p["image_url"]["mime_type"].as_str()))
         }
         Some("file") => {
             let url = p["file"]["file_data"]
                 .as_str()
                 .or_else(|| p["file"]["file_id"].as_str())
-                .ok_or_else(|| bad("`file.file_data` or `file.file_id` is required", at))?;
+                .ok_or_else(|| native::bad("`file.file_data` or `file.file_id` is required", at))?;
             Ok(data(url, p["file"]["mime_type"].as_str()))
         }
-        other => Err(bad(
+        other => Err(native::bad(
             format!("content part type {other:?} is not supported by `google`"),
             at,
         )),
@@ -234,7 +193,7 @@ fn part(p: &Value, at: &str) -> Result<Value, GatewayError> {
 /// An OpenAI chat request as a `generateContent` body.
 pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
     let Some(Value::Array(messages)) = req.get("messages") else {
-        return Err(bad("`messages` must be an array", "messages"));
+        return Err(native::bad("`messages` must be an array", "messages"));
     };
     let mut system = Vec::new();
     let mut contents: Vec<Value> = Vec::new();
@@ -267,7 +226,7 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
                         json!({})
                     } else {
                         serde_json::from_str(args).map_err(|e| {
-                            bad(
+                            native::bad(
                                 format!("`function.arguments` is not JSON: {e}"),
                                 &format!("{param}.tool_calls[{j}]"),
                             )
@@ -287,7 +246,7 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
                     .cloned()
                     .or_else(|| m.get("name").cloned())
                     .ok_or_else(|| {
-                        bad(
+                        native::bad(
                             "a tool message must answer a tool call of an earlier assistant message",
                             &param,
                         )
@@ -311,7 +270,7 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
                 );
             }
             other => {
-                return Err(bad(
+                return Err(native::bad(
                     format!(
                         "role `{other}` is not one of system, developer, user, assistant, tool"
                     ),
@@ -387,39 +346,18 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
             .collect();
         out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
     }
-    let calling = match req.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Some(json!({"mode": "AUTO"})),
-            "required" => Some(json!({"mode": "ANY"})),
-            "none" => Some(json!({"mode": "NONE"})),
-            other => return Err(bad(format!("unknown tool_choice `{other}`"), "tool_choice")),
-        },
-        Some(Value::Object(o)) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .cloned()
-                .ok_or_else(|| {
-                    bad(
-                        "expected {\"type\":\"function\",\"function\":{\"name\"}}",
-                        "tool_choice",
-                    )
-                })?;
-            Some(json!({"mode": "ANY", "allowedFunctionNames": [name]}))
+    let calling = native::tool_choice(req)?.map(|c| match c {
+        native::ToolChoice::Auto => json!({"mode": "AUTO"}),
+        native::ToolChoice::Required => json!({"mode": "ANY"}),
+        native::ToolChoice::None => json!({"mode": "NONE"}),
+        native::ToolChoice::Function(name) => {
+            json!({"mode": "ANY", "allowedFunctionNames": [name]})
         }
-        Some(_) => return Err(bad("expected a string or an object", "tool_choice")),
-    };
+    });
     if let Some(c) = calling {
         out.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
     }
     serde_json::to_vec(&Value::Object(out)).map_err(|e| GatewayError::Internal(e.to_string()))
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Gemini's finish reason as OpenAI's.
@@ -528,7 +466,7 @@ pub fn from_gemini(body: &[u8], options: &AnswerOptions) -> Result<Value, Gatewa
         .or_else(|| options.model.clone());
     Ok(json!({
         "id": r["responseId"].as_str().map_or_else(|| "chatcmpl-gemini".to_owned(), |id| format!("chatcmpl-{id}")),
-        "object": "chat.completion", "created": now(), "model": model,
+        "object": "chat.completion", "created": native::now(), "model": model,
         "choices": choices, "usage": usage(&r["usageMetadata"]),
     }))
 }
@@ -541,11 +479,11 @@ fn to_embed(req: &Map<String, Value>, model: &str) -> Result<Vec<u8>, GatewayErr
             .iter()
             .map(|i| {
                 i.as_str()
-                    .ok_or_else(|| bad("`google` embeds text inputs only", "input"))
+                    .ok_or_else(|| native::bad("`google` embeds text inputs only", "input"))
             })
             .collect::<Result<_, _>>()?,
         _ => {
-            return Err(bad(
+            return Err(native::bad(
                 "`input` must be a string or an array of strings",
                 "input",
             ));
@@ -600,12 +538,7 @@ fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
             String::from_utf8_lossy(&body[..body.len().min(200)])
         )
     });
-    let kind = match status.as_u16() {
-        400 | 404 => "invalid_request_error",
-        401 | 403 => "authentication_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
-    };
+    let kind = native::error_type(status);
     openai_error(&message, kind, None, code)
 }
 
@@ -626,7 +559,7 @@ impl Stream {
             options,
             sse: super::SseData::default(),
             started: false,
-            created: now(),
+            created: native::now(),
             id: "chatcmpl-gemini".into(),
             tools: 0,
             usage: None,
@@ -640,7 +573,7 @@ impl Stream {
         .to_string()
     }
 
-    fn event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
         let r: Value = serde_json::from_slice(data).map_err(|e| GatewayError::UpstreamGarbage {
             provider: "google".into(),
             detail: format!("a stream event is not JSON: {e}"),
@@ -693,25 +626,24 @@ impl Stream {
     }
 }
 
-impl ChunkTranslator for Stream {
-    fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>> {
-        let mut out = Vec::new();
-        let mut sse = std::mem::take(&mut self.sse);
-        let result = sse.push(bytes, |data| self.event(data, &mut out));
-        self.sse = sse;
-        Box::pin(std::future::ready(result.map(|()| out)))
+impl native::Events for Stream {
+    fn sse(&mut self) -> &mut SseData {
+        &mut self.sse
     }
 
-    fn finish(self: Box<Self>) -> ProviderFuture<'static, Vec<String>> {
-        let out = match (&self.usage, self.options.include_usage) {
+    fn event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
+        self.on_event(data, out)
+    }
+
+    fn end(&mut self) -> Vec<String> {
+        match (&self.usage, self.options.include_usage) {
             (Some(u), true) => vec![
                 json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                        "model": self.options.model, "choices": [], "usage": u})
                 .to_string(),
             ],
             _ => Vec::new(),
-        };
-        Box::pin(std::future::ready(Ok(out)))
+        }
     }
 }
 

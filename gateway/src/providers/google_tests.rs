@@ -5,6 +5,8 @@ use http::{HeaderMap, Method};
 
 use super::*;
 use crate::config::Secret;
+use crate::providers::Provider;
+use bytes::Bytes;
 
 fn build(endpoint: Endpoint, body: &Value, headers: &HeaderMap) -> UpstreamRequest {
     let key = Secret::new("AIza-test".into());
@@ -250,11 +252,12 @@ pub const STREAM: &str = concat!(
 #[test]
 fn a_stream_becomes_openai_chunks() {
     let run = |pieces: Vec<&[u8]>, include_usage: bool| -> Vec<Value> {
-        let mut t: Box<dyn ChunkTranslator> = Box::new(Stream::new(AnswerOptions {
+        let mut t = native::translator(Stream::new(AnswerOptions {
             model: Some("asked".into()),
             include_usage,
             strict: true,
-        }));
+        }))
+        .expect("a translator");
         let mut out = Vec::new();
         for p in pieces {
             out.extend(t.push(p).now_or_never().expect("ready").expect("ok"));

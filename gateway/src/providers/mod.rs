@@ -13,6 +13,7 @@ pub mod body;
 mod cohere;
 mod endpoint;
 mod google;
+mod native;
 mod openai_compatible;
 mod spec;
 mod sse;

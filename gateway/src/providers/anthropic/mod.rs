@@ -35,19 +35,13 @@
 
 pub mod ingress;
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-use http::HeaderValue;
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 
-use super::{
-    AnswerOptions, Call, ChunkTranslator, Endpoint, OpenAiCompatible, Provider, ProviderFuture,
-    UpstreamRequest,
-};
+use super::{AnswerOptions, Call, ChunkTranslator, Endpoint, OpenAiCompatible, UpstreamRequest};
 use crate::GatewayError;
 use crate::error::openai_error;
+use crate::providers::{SseData, native};
 
 /// The transport, in the catalog's terms.
 const SPEC: &str = r#"
@@ -76,12 +70,8 @@ pub struct Anthropic {
 
 impl Anthropic {
     pub fn new() -> Result<Self, crate::config::Problems> {
-        let spec = super::parse_catalog(SPEC, "anthropic")?
-            .into_iter()
-            .next()
-            .ok_or_else(|| crate::config::Problems::one("anthropic", "no spec"))?;
         Ok(Self {
-            transport: OpenAiCompatible::new(spec),
+            transport: native::transport(SPEC, "anthropic")?,
         })
     }
 
@@ -94,23 +84,11 @@ impl Anthropic {
                     // Already in Anthropic's format.
                     call.body.to_vec()
                 };
-                let messages = Call {
-                    endpoint: Endpoint::Proxy,
-                    method: http::Method::POST,
-                    proxy_path: match call.endpoint {
-                        Endpoint::Chat => Endpoint::Messages.path(),
-                        other => other.path(),
-                    },
-                    query: None,
-                    body: Bytes::from(body),
-                    ..*call
+                let path = match call.endpoint {
+                    Endpoint::Chat => Endpoint::Messages.path(),
+                    other => other.path(),
                 };
-                let mut req = self.transport.build(&messages)?;
-                req.headers.insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                req
+                native::post_json(&self.transport, call, path, None, body)?
             }
             _ => self.transport.build(call)?,
         };
@@ -127,58 +105,47 @@ impl Anthropic {
     }
 }
 
-impl Provider for Anthropic {
-    fn slug(&self) -> &str {
-        "anthropic"
+impl native::Native for Anthropic {
+    const SLUG: &'static str = "anthropic";
+    const ENDPOINTS: &'static [Endpoint] = &[
+        Endpoint::Chat,
+        Endpoint::Proxy,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+    ];
+
+    fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
+        Anthropic::build(self, call)
     }
 
-    fn supports(&self, endpoint: Endpoint) -> bool {
-        matches!(
-            endpoint,
-            Endpoint::Chat | Endpoint::Proxy | Endpoint::Messages | Endpoint::CountTokens
-        )
-    }
-
-    fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
-        Box::pin(std::future::ready(self.build(call)))
-    }
-
-    fn maps_errors(&self) -> bool {
-        true
-    }
-
-    fn map_response<'a>(
-        &'a self,
+    fn answer(
+        &self,
         endpoint: Endpoint,
-        status: http::StatusCode,
-        body: Bytes,
-        options: &'a AnswerOptions,
-    ) -> ProviderFuture<'a, Bytes> {
-        let mapped = match (endpoint, status.is_success()) {
-            (Endpoint::Chat, true) => {
-                from_message(&body, options.strict).map(|v| Bytes::from(v.to_string()))
-            }
-            // Claude clients get Anthropic's own errors.
-            (Endpoint::Messages | Endpoint::CountTokens, false) => Ok(body),
-            (_, false) => Ok(Bytes::from(error_body(status, &body).to_string())),
-            _ => Ok(body),
-        };
-        Box::pin(std::future::ready(mapped))
+        body: &[u8],
+        options: &AnswerOptions,
+    ) -> Result<Option<Value>, GatewayError> {
+        match endpoint {
+            Endpoint::Chat => from_message(body, options.strict).map(Some),
+            _ => Ok(None),
+        }
     }
 
-    fn stream_translator<'a>(
-        &'a self,
+    fn error(&self, endpoint: Endpoint, status: http::StatusCode, body: &[u8]) -> Option<Value> {
+        // Claude clients (and the passthrough route) get Anthropic's own errors.
+        (endpoint == Endpoint::Chat).then(|| error_body(status, body))
+    }
+
+    fn stream(
+        &self,
         endpoint: Endpoint,
         options: AnswerOptions,
-    ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
-        let translator: Option<Box<dyn ChunkTranslator>> = (endpoint == Endpoint::Chat)
-            .then(|| Box::new(Stream::new(options)) as Box<dyn ChunkTranslator>);
-        Box::pin(std::future::ready(Ok(translator)))
+    ) -> Option<Box<dyn ChunkTranslator>> {
+        if endpoint == Endpoint::Chat {
+            native::translator(Stream::new(options))
+        } else {
+            None
+        }
     }
-}
-
-fn bad(message: impl Into<String>, param: &str) -> GatewayError {
-    GatewayError::invalid(message, Some(param))
 }
 
 /// An OpenAI chat request as a Messages API request.
@@ -189,10 +156,13 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         out.insert("model".into(), model.clone());
     }
     if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        return Err(bad("`anthropic` returns one choice: `n` must be 1", "n"));
+        return Err(native::bad(
+            "`anthropic` returns one choice: `n` must be 1",
+            "n",
+        ));
     }
     let Some(Value::Array(input)) = req.get("messages") else {
-        return Err(bad("`messages` must be an array", "messages"));
+        return Err(native::bad("`messages` must be an array", "messages"));
     };
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
@@ -230,7 +200,7 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
                 let id = m
                     .get("tool_call_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| bad("a tool message needs `tool_call_id`", &param))?;
+                    .ok_or_else(|| native::bad("a tool message needs `tool_call_id`", &param))?;
                 let content: Vec<Value> = text_blocks(m.get("content"), &param)?;
                 push(
                     &mut messages,
@@ -239,7 +209,7 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
                 );
             }
             other => {
-                return Err(bad(
+                return Err(native::bad(
                     format!(
                         "role `{other}` is not one of system, developer, user, assistant, tool"
                     ),
@@ -289,7 +259,7 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
             .enumerate()
             .map(|(i, t)| {
                 let f = t.get("function").ok_or_else(|| {
-                    bad(
+                    native::bad(
                         "only `function` tools are supported",
                         &format!("tools[{i}]"),
                     )
@@ -311,29 +281,12 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         out.insert("tools".into(), Value::Array(mapped?));
     }
     let parallel_off = req.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    let choice = match req.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Some(json!({"type": "auto"})),
-            "required" => Some(json!({"type": "any"})),
-            "none" => Some(json!({"type": "none"})),
-            other => return Err(bad(format!("unknown tool_choice `{other}`"), "tool_choice")),
-        },
-        Some(Value::Object(o)) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .cloned()
-                .ok_or_else(|| {
-                    bad(
-                        "expected {\"type\":\"function\",\"function\":{\"name\"}}",
-                        "tool_choice",
-                    )
-                })?;
-            Some(json!({"type": "tool", "name": name}))
-        }
-        Some(_) => return Err(bad("expected a string or an object", "tool_choice")),
-    };
+    let choice = native::tool_choice(&req)?.map(|c| match c {
+        native::ToolChoice::Auto => json!({"type": "auto"}),
+        native::ToolChoice::Required => json!({"type": "any"}),
+        native::ToolChoice::None => json!({"type": "none"}),
+        native::ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+    });
     let choice = match (choice, parallel_off) {
         (Some(mut c), true) => {
             if let Some(o) = c.as_object_mut() {
@@ -373,10 +326,10 @@ fn text_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Gatew
             .iter()
             .map(|p| match p.get("text").and_then(Value::as_str) {
                 Some(t) => Ok(json!({"type": "text", "text": t})),
-                None => Err(bad("only text parts are allowed here", param)),
+                None => Err(native::bad("only text parts are allowed here", param)),
             })
             .collect(),
-        Some(_) => Err(bad(
+        Some(_) => Err(native::bad(
             "`content` must be a string or an array of parts",
             param,
         )),
@@ -402,7 +355,7 @@ fn content_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Ga
                         .get("image_url")
                         .and_then(|u| u.get("url").or(Some(u)))
                         .and_then(Value::as_str)
-                        .ok_or_else(|| bad("`image_url.url` is required", &at))?;
+                        .ok_or_else(|| native::bad("`image_url.url` is required", &at))?;
                     Ok(json!({"type": "image", "source": media_source(url)}))
                 }
                 Some("file") => {
@@ -410,10 +363,12 @@ fn content_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Ga
                         .get("file")
                         .and_then(|f| f.get("file_data"))
                         .and_then(Value::as_str)
-                        .ok_or_else(|| bad("`file.file_data` (a data URL) is required", &at))?;
+                        .ok_or_else(|| {
+                            native::bad("`file.file_data` (a data URL) is required", &at)
+                        })?;
                     Ok(json!({"type": "document", "source": media_source(data)}))
                 }
-                other => Err(bad(
+                other => Err(native::bad(
                     format!("content part type {other:?} is not supported by `anthropic`"),
                     &at,
                 )),
@@ -436,24 +391,18 @@ fn media_source(url: &str) -> Value {
 fn tool_use(call: &Value, param: &str) -> Result<Value, GatewayError> {
     let f = call
         .get("function")
-        .ok_or_else(|| bad("a tool call needs `function`", param))?;
+        .ok_or_else(|| native::bad("a tool call needs `function`", param))?;
     let arguments = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
     let input: Value = if arguments.trim().is_empty() {
         json!({})
     } else {
         serde_json::from_str(arguments)
-            .map_err(|e| bad(format!("`function.arguments` is not JSON: {e}"), param))?
+            .map_err(|e| native::bad(format!("`function.arguments` is not JSON: {e}"), param))?
     };
     Ok(
         json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or_default(),
               "name": f.get("name").cloned().unwrap_or_default(), "input": input}),
     )
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Anthropic's stop reason as OpenAI's finish reason.
@@ -523,7 +472,7 @@ pub fn from_message(body: &[u8], strict: bool) -> Result<Value, GatewayError> {
         message["content_blocks"] = Value::Array(blocks);
     }
     Ok(json!({
-        "id": m["id"], "object": "chat.completion", "created": now(), "model": m["model"],
+        "id": m["id"], "object": "chat.completion", "created": native::now(), "model": m["model"],
         "choices": [{"index": 0, "message": message, "logprobs": null,
                      "finish_reason": finish_reason(m["stop_reason"].as_str().unwrap_or("end_turn"))}],
         "usage": usage(&m["usage"]),
@@ -575,7 +524,7 @@ impl Stream {
             options,
             sse: super::SseData::default(),
             id: String::new(),
-            created: now(),
+            created: native::now(),
             tools: HashMap::new(),
             usage: json!({}),
             finish: None,
@@ -589,7 +538,7 @@ impl Stream {
         .to_string()
     }
 
-    fn event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
         let e: Value =
             serde_json::from_slice(data).map_err(|err| GatewayError::UpstreamGarbage {
                 provider: "anthropic".into(),
@@ -690,17 +639,13 @@ fn merge(into: &mut Value, from: &Value) {
     }
 }
 
-impl ChunkTranslator for Stream {
-    fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>> {
-        let mut out = Vec::new();
-        let mut sse = std::mem::take(&mut self.sse);
-        let result = sse.push(bytes, |data| self.event(data, &mut out));
-        self.sse = sse;
-        Box::pin(std::future::ready(result.map(|()| out)))
+impl native::Events for Stream {
+    fn sse(&mut self) -> &mut SseData {
+        &mut self.sse
     }
 
-    fn finish(self: Box<Self>) -> ProviderFuture<'static, Vec<String>> {
-        Box::pin(std::future::ready(Ok(Vec::new())))
+    fn event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError> {
+        self.on_event(data, out)
     }
 }
 

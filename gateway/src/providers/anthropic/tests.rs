@@ -7,6 +7,8 @@ use http::{HeaderMap, Method};
 
 use super::*;
 use crate::config::Secret;
+use crate::providers::Provider;
+use bytes::Bytes;
 
 fn call<'a>(
     endpoint: Endpoint,
@@ -363,7 +365,7 @@ fn translate(pieces: &[&[u8]], include_usage: bool) -> Vec<Value> {
 }
 
 fn translate_with(pieces: &[&[u8]], options: AnswerOptions) -> Vec<Value> {
-    let mut t: Box<dyn ChunkTranslator> = Box::new(Stream::new(options));
+    let mut t = native::translator(Stream::new(options)).expect("a translator");
     let mut out = Vec::new();
     for p in pieces {
         out.extend(
@@ -424,7 +426,7 @@ fn a_stream_becomes_openai_chunks_wherever_it_is_split() {
 
 #[test]
 fn an_error_event_ends_the_stream_with_an_error() {
-    let mut t = Stream::new(AnswerOptions::default());
+    let mut t = native::translator(Stream::new(AnswerOptions::default())).expect("a translator");
     let err = t
         .push(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n")
         .now_or_never()

@@ -1,0 +1,215 @@
+//! What every native adapter (Anthropic, Gemini, Cohere, ...) shares: its
+//! transport described as a catalog entry, a JSON call to one of its paths,
+//! OpenAI chunk framing, error types by status, and stream translators built
+//! from an event handler.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use super::{
+    Call, ChunkTranslator, Endpoint, OpenAiCompatible, ProviderFuture, SseData, UpstreamRequest,
+};
+use crate::GatewayError;
+use crate::config::Problems;
+
+/// The transport of an adapter, from its one-entry catalog text.
+pub fn transport(spec: &str, slug: &str) -> Result<OpenAiCompatible, Problems> {
+    super::parse_catalog(spec, slug)?
+        .into_iter()
+        .next()
+        .map(OpenAiCompatible::new)
+        .ok_or_else(|| Problems::one(slug, "no provider entry"))
+}
+
+/// A POST of a JSON `body` to `path` (and `query`) under the adapter's base
+/// URL or the custom host, with its auth and the client's forwarded headers.
+pub fn post_json(
+    transport: &OpenAiCompatible,
+    call: &Call<'_>,
+    path: &str,
+    query: Option<&str>,
+    body: Vec<u8>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let upstream = Call {
+        endpoint: Endpoint::Proxy,
+        method: http::Method::POST,
+        proxy_path: path,
+        query,
+        body: Bytes::from(body),
+        ..*call
+    };
+    let mut req = transport.build(&upstream)?;
+    req.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(req)
+}
+
+/// A 400 about a request field.
+pub fn bad(message: impl Into<String>, param: &str) -> GatewayError {
+    GatewayError::invalid(message, Some(param))
+}
+
+/// Seconds since the epoch, for `created`.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// OpenAI's error type for an upstream status.
+pub fn error_type(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 404 | 413 | 422 => "invalid_request_error",
+        401 | 403 => "authentication_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
+/// A stream translator as a handler of SSE `data:` payloads.
+pub trait Events: Send + 'static {
+    fn sse(&mut self) -> &mut SseData;
+    /// One event's payload; pushes OpenAI chunk texts.
+    fn event(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), GatewayError>;
+    /// The stream ended.
+    fn end(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Boxes an event handler as a stream translator.
+pub fn translator(events: impl Events) -> Option<Box<dyn ChunkTranslator>> {
+    Some(Box::new(Translator(events)))
+}
+
+struct Translator<E>(E);
+
+impl<E: Events> ChunkTranslator for Translator<E> {
+    fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>> {
+        let mut out = Vec::new();
+        let mut sse = std::mem::take(self.0.sse());
+        let result = sse.push(bytes, |data| self.0.event(data, &mut out));
+        *self.0.sse() = sse;
+        Box::pin(std::future::ready(result.map(|()| out)))
+    }
+
+    fn finish(mut self: Box<Self>) -> ProviderFuture<'static, Vec<String>> {
+        Box::pin(std::future::ready(Ok(self.0.end())))
+    }
+}
+
+/// OpenAI's `tool_choice`, read once for every adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    Auto,
+    Required,
+    None,
+    /// One named function.
+    Function(serde_json::Value),
+}
+
+/// Reads `tool_choice`: absent is `None`; anything unknown is a 400.
+pub fn tool_choice(
+    req: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<ToolChoice>, GatewayError> {
+    use serde_json::Value;
+    match req.get("tool_choice") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(Some(ToolChoice::Auto)),
+            "required" => Ok(Some(ToolChoice::Required)),
+            "none" => Ok(Some(ToolChoice::None)),
+            other => Err(bad(format!("unknown tool_choice `{other}`"), "tool_choice")),
+        },
+        Some(Value::Object(o)) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .cloned()
+            .map(|name| Some(ToolChoice::Function(name)))
+            .ok_or_else(|| {
+                bad(
+                    "expected {\"type\":\"function\",\"function\":{\"name\"}}",
+                    "tool_choice",
+                )
+            }),
+        Some(_) => Err(bad("expected a string or an object", "tool_choice")),
+    }
+}
+
+/// A native adapter: its slug, endpoints, request builder and answer mappers.
+/// Every adapter gets the same [`super::Provider`] implementation from it.
+pub trait Native: Send + Sync + std::fmt::Debug + 'static {
+    const SLUG: &'static str;
+    const ENDPOINTS: &'static [Endpoint];
+
+    fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError>;
+
+    /// A 2xx answer in OpenAI's shape; `None` passes it as it is.
+    fn answer(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        options: &super::AnswerOptions,
+    ) -> Result<Option<serde_json::Value>, GatewayError>;
+
+    /// An error answer in OpenAI's shape; `None` passes it as it is.
+    fn error(
+        &self,
+        endpoint: Endpoint,
+        status: http::StatusCode,
+        body: &[u8],
+    ) -> Option<serde_json::Value>;
+
+    /// The translator of a streamed answer, if the endpoint needs one.
+    fn stream(
+        &self,
+        endpoint: Endpoint,
+        options: super::AnswerOptions,
+    ) -> Option<Box<dyn ChunkTranslator>>;
+}
+
+impl<T: Native> super::Provider for T {
+    fn slug(&self) -> &str {
+        T::SLUG
+    }
+
+    fn supports(&self, endpoint: Endpoint) -> bool {
+        T::ENDPOINTS.contains(&endpoint)
+    }
+
+    fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
+        Box::pin(std::future::ready(Native::build(self, call)))
+    }
+
+    fn maps_errors(&self) -> bool {
+        true
+    }
+
+    fn map_response<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        status: http::StatusCode,
+        body: Bytes,
+        options: &'a super::AnswerOptions,
+    ) -> ProviderFuture<'a, Bytes> {
+        let mapped = if status.is_success() {
+            self.answer(endpoint, &body, options)
+        } else {
+            Ok(self.error(endpoint, status, &body))
+        };
+        let out = mapped.map(|v| v.map_or(body, |v| Bytes::from(v.to_string())));
+        Box::pin(std::future::ready(out))
+    }
+
+    fn stream_translator<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        options: super::AnswerOptions,
+    ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
+        Box::pin(std::future::ready(Ok(self.stream(endpoint, options))))
+    }
+}
