@@ -31,7 +31,9 @@
 //! `:streamGenerateContent?alt=sse`, `:batchEmbedContents`; the model
 //! `fault-status-CODE` answers Google's error shape), and Cohere's v2 (`/chat`
 //! with typed stream events, `/embed`; `fault:status=CODE` answers
-//! `{"message"}`).
+//! `{"message"}`), and Bedrock's runtime (`/model/ID/converse`,
+//! `/converse-stream` in event-stream frames, `/invoke` for embeddings; the model
+//! `fault-status-CODE` answers `{"message"}`).
 //!
 //! Every request is recorded (method, path, query, headers, body) for assertions.
 
@@ -215,6 +217,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     if received.path.ends_with("/messages") {
         return anthropic(&json, fault);
+    }
+    if let Some(rest) = received.path.strip_prefix("/model/")
+        && let Some((model, action)) = rest.rsplit_once('/')
+    {
+        return bedrock(model, action, &json);
     }
     if received.path.ends_with("/v2/chat") || received.path.ends_with("/v2/embed") {
         return cohere(&received.path, &json, fault);
@@ -723,4 +730,99 @@ fn cohere(path: &str, json: &Value, fault: &str) -> Response {
         "message": {"role": "assistant", "content": [{"type": "text", "text": "Hello from Cohere mock"}]},
         "usage": {"tokens": {"input_tokens": 7, "output_tokens": 4}}}))
     .into_response()
+}
+
+/// One event-stream message with string headers (AWS's framing, CRC-32 checked).
+pub fn event_frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::new();
+    for (name, value) in headers {
+        h.push(name.len() as u8);
+        h.extend_from_slice(name.as_bytes());
+        h.push(7);
+        h.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        h.extend_from_slice(value.as_bytes());
+    }
+    let total = (16 + h.len() + payload.len()) as u32;
+    let mut m = total.to_be_bytes().to_vec();
+    m.extend_from_slice(&(h.len() as u32).to_be_bytes());
+    let prelude = crc32fast::hash(&m);
+    m.extend_from_slice(&prelude.to_be_bytes());
+    m.extend_from_slice(&h);
+    m.extend_from_slice(payload);
+    let crc = crc32fast::hash(&m);
+    m.extend_from_slice(&crc.to_be_bytes());
+    m
+}
+
+/// Bedrock's runtime API, as its reference documents it.
+fn bedrock(model: &str, action: &str, json: &Value) -> Response {
+    if let Some(code) = model
+        .strip_prefix("fault-status-")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (
+            status,
+            [("x-amzn-errortype", "ThrottlingException")],
+            axum::Json(json!({"message": format!("mock bedrock error {code}")})),
+        )
+            .into_response();
+    }
+    match action {
+        "invoke" => {
+            axum::Json(json!({"embedding": [0.5, 0.25], "inputTextTokenCount": 2})).into_response()
+        }
+        "converse-stream" => {
+            let ev = |kind: &str, payload: Value| {
+                event_frame(
+                    &[
+                        (":event-type", kind),
+                        (":content-type", "application/json"),
+                        (":message-type", "event"),
+                    ],
+                    payload.to_string().as_bytes(),
+                )
+            };
+            let frames = [
+                ev("messageStart", json!({"role": "assistant"})),
+                ev(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0, "delta": {"text": "Hello"}}),
+                ),
+                ev(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0, "delta": {"text": " Bedrock"}}),
+                ),
+                ev("contentBlockStop", json!({"contentBlockIndex": 0})),
+                ev("messageStop", json!({"stopReason": "end_turn"})),
+                ev(
+                    "metadata",
+                    json!({"usage": {"inputTokens": 9, "outputTokens": 2, "totalTokens": 11}, "metrics": {"latencyMs": 5}}),
+                ),
+            ];
+            // Sent in pieces that split frames, as a network may.
+            let bytes = frames.concat();
+            let pieces: Vec<Result<Bytes, std::io::Error>> = bytes
+                .chunks(23)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            Response::builder()
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/vnd.amazon.eventstream",
+                )
+                .body(Body::from_stream(futures_util::stream::iter(pieces)))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        _ => {
+            let echo = json["system"][0]["text"].as_str().unwrap_or("");
+            axum::Json(json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": format!("Hello from Bedrock mock{echo}")}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 9, "outputTokens": 4, "totalTokens": 13},
+                "metrics": {"latencyMs": 5}
+            }))
+            .into_response()
+        }
+    }
 }

@@ -293,3 +293,84 @@ async fn cohere_chat_stream_embeddings_rerank_and_errors_through_the_gateway() {
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(body["error"]["message"], "mock cohere error 429");
 }
+
+#[tokio::test]
+async fn bedrock_converse_stream_embeddings_and_errors_through_the_gateway() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let send = |path: &'static str, body: Value| {
+        let gw = &gw;
+        let host = mock.url("");
+        async move {
+            client()
+                .post(gw.at(path))
+                .header("x-portkey-provider", "bedrock")
+                .header("x-portkey-custom-host", host)
+                .header("x-portkey-aws-access-key-id", "AKIDE2E")
+                .header("x-portkey-aws-secret-access-key", "secret-e2e")
+                .header("x-portkey-aws-region", "eu-central-1")
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "anthropic.claude-3-haiku-20240307-v1:0", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from Bedrock mock"
+    );
+    assert_eq!(body["usage"]["total_tokens"], 13);
+    let sent = mock.last().expect("a request");
+    assert_eq!(
+        sent.path,
+        "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+    );
+    let auth = sent.headers["authorization"].to_str().unwrap_or("");
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDE2E/"),
+        "{auth}"
+    );
+    assert!(
+        auth.contains("/eu-central-1/bedrock/aws4_request"),
+        "{auth}"
+    );
+    assert!(!auth.contains("secret-e2e"));
+
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "amazon.nova-lite-v1:0", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let (chunks, content) = sluice_tests::openai_stream(res).await;
+    assert_eq!(content, "Hello Bedrock");
+    assert_eq!(
+        chunks.last().map(|c| c["usage"]["total_tokens"].clone()),
+        Some(json!(11))
+    );
+
+    let res = send(
+        "/v1/embeddings",
+        json!({"model": "amazon.titan-embed-text-v2:0", "input": "a"}),
+    )
+    .await;
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["data"][0]["embedding"], json!([0.5, 0.25]));
+
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "fault-status-429", "messages": []}),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["message"], "mock bedrock error 429");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}

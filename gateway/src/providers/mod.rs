@@ -9,6 +9,7 @@
 //! I/O — the `upstream` module does.
 
 mod anthropic;
+mod bedrock;
 pub mod body;
 mod cohere;
 mod endpoint;
@@ -29,6 +30,7 @@ use serde_json::{Map, Value};
 pub use anthropic::Anthropic;
 /// Anthropic's Messages API as an ingress format, over chat completions.
 pub use anthropic::ingress as messages;
+pub use bedrock::Bedrock;
 pub use cohere::Cohere;
 pub use endpoint::{BodyKind, Endpoint};
 pub use google::Google;
@@ -181,6 +183,7 @@ impl Registry {
         registry.register(Arc::new(Anthropic::new()?));
         registry.register(Arc::new(Google::new()?));
         registry.register(Arc::new(Cohere::new()?));
+        registry.register(Arc::new(Bedrock::new()?));
         for spec in extra {
             registry.register(Arc::new(OpenAiCompatible::new(spec.clone())));
         }
@@ -274,6 +277,7 @@ mod tests {
             "anthropic",
             "google",
             "cohere",
+            "bedrock",
         ] {
             assert!(registry.contains(slug), "{slug} missing");
         }
