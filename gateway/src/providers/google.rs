@@ -6,7 +6,7 @@
 //!   `systemInstruction`; user parts become text, `inlineData` (data URLs) and
 //!   `fileData` (other URLs); assistant `tool_calls` become `functionCall`
 //!   parts and `tool` messages `functionResponse` parts (named after the call
-//!   they answer). `temperature`, `top_p`, `top_k`, `max_tokens` /
+//!   they answer, with its id). `temperature`, `top_p`, `top_k`, `max_tokens` /
 //!   `max_completion_tokens`, `stop`, `n`, `seed`, penalties and
 //!   `response_format` (JSON mode and JSON schema) go to `generationConfig`;
 //!   tools to `functionDeclarations`; `tool_choice` to `functionCallingConfig`.
@@ -235,7 +235,12 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
                     if let Some(id) = call["id"].as_str() {
                         names.insert(id.to_owned(), f["name"].clone());
                     }
-                    parts.push(json!({"functionCall": {"name": f["name"], "args": args}}));
+                    let mut function_call = json!({"name": f["name"], "args": args});
+                    if let Some(id) = call["id"].as_str() {
+                        // Gemini carries call ids too, and pairs results by them.
+                        function_call["id"] = id.into();
+                    }
+                    parts.push(json!({"functionCall": function_call}));
                 }
                 push(&mut contents, "model", parts);
             }
@@ -263,10 +268,14 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
                     Ok(Value::Object(o)) => Value::Object(o),
                     _ => json!({"content": text}),
                 };
+                let mut function_response = json!({"name": name, "response": response});
+                if !id.is_empty() {
+                    function_response["id"] = id.into();
+                }
                 push(
                     &mut contents,
                     "user",
-                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                    vec![json!({"functionResponse": function_response})],
                 );
             }
             other => {

@@ -72,10 +72,10 @@ fn a_chat_request_becomes_generate_content() {
                     {"text": "What is this?"},
                     {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
                     {"fileData": {"fileUri": "gs://bucket/cat.jpg", "mimeType": "image/jpeg"}}]},
-                {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {"q": "cat"}}}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {"q": "cat"}, "id": "call_1"}}]},
                 {"role": "user", "parts": [
-                    {"functionResponse": {"name": "lookup", "response": {"answer": "a cat"}}},
-                    {"functionResponse": {"name": "lookup", "response": {"content": "plain text"}}}]}
+                    {"functionResponse": {"name": "lookup", "response": {"answer": "a cat"}, "id": "call_1"}},
+                    {"functionResponse": {"name": "lookup", "response": {"content": "plain text"}, "id": "call_1"}}]}
             ],
             "systemInstruction": {"parts": [{"text": "Be brief."}]},
             "generationConfig": {"temperature": 0.2, "topP": 0.8, "candidateCount": 1, "seed": 3,
