@@ -8,6 +8,11 @@
 //!   request; and OpenAI → Anthropic → OpenAI (the Messages ingress) gives back
 //!   the same conversation.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a failed expectation is a failed test"
+)]
+
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderMap, Method};
