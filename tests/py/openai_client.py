@@ -74,6 +74,19 @@ def main(base: str, upstream: str) -> None:
     except openai.APIError as e:
         assert "broke" in str(e), e
 
+    # The Responses API, translated over chat completions for this provider.
+    resp = client.responses.create(model="gpt-sdk", instructions="Be brief.", input="hi")
+    assert resp.output_text == "Hello from mock", resp
+    assert resp.status == "completed" and resp.usage.total_tokens == 8, resp
+    text, done = "", None
+    for event in client.responses.create(model="gpt-sdk", input="hi", stream=True):
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        if event.type == "response.completed":
+            done = event.response
+    assert text == "tok1 tok2 tok3 ", text
+    assert done is not None and done.output_text == "tok1 tok2 tok3 ", done
+
     # A native adapter: the same SDK against Anthropic's Messages API (the mock
     # speaks it at the custom host).
     claude = OpenAI(

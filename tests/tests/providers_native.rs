@@ -374,3 +374,85 @@ async fn bedrock_converse_stream_embeddings_and_errors_through_the_gateway() {
     assert_eq!(body["error"]["message"], "mock bedrock error 429");
     assert_eq!(body["error"]["type"], "rate_limit_error");
 }
+
+#[tokio::test]
+async fn the_responses_api_passes_to_openai_and_is_translated_for_chat_only_providers() {
+    let (mock, gw) = gateway_with_mock("").await;
+    // OpenAI serves /responses itself: the request goes as it is.
+    let body =
+        json!({"model": "gpt-4.1", "input": "hi", "store": false, "reasoning": {"effort": "low"}});
+    let res = client()
+        .post(gw.at("/v1/responses"))
+        .header("x-portkey-provider", "openai")
+        .header("x-portkey-custom-host", mock.url("/v1"))
+        .header("authorization", "Bearer sk-e2e")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+    let sent = mock.last().expect("a request");
+    assert_eq!(sent.path, "/v1/responses");
+    assert_eq!(sent.json(), body);
+
+    // A chat-only provider: translated both ways.
+    let send = |body: Value| {
+        let gw = &gw;
+        async move {
+            client()
+                .post(gw.at("/v1/responses"))
+                .header("x-portkey-provider", "mock")
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    let res = send(
+        json!({"model": "m", "instructions": "Be brief.", "input": "hi", "max_output_tokens": 20}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["output"][0]["content"][0]["text"], "Hello from mock");
+    assert_eq!(body["usage"]["total_tokens"], 8);
+    let sent = mock.last().expect("a request").json();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(sent["max_tokens"], 20);
+
+    let res = send(json!({"model": "m", "input": "hi", "stream": true})).await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.expect("body");
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| {
+            e.split_once("\ndata: ")
+                .map(|(_, d)| serde_json::from_str(d).expect("json"))
+        })
+        .collect();
+    assert_eq!(
+        events.first().map(|e| e["type"].clone()),
+        Some(json!("response.created"))
+    );
+    assert_eq!(
+        events.last().map(|e| e["type"].clone()),
+        Some(json!("response.completed"))
+    );
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(deltas, "tok1 tok2 tok3 ");
+
+    // What only OpenAI's servers keep is a clear 400.
+    let res = send(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"})).await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["param"], "previous_response_id");
+}

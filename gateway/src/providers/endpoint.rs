@@ -19,6 +19,9 @@ pub enum Endpoint {
     Messages,
     /// Anthropic's `/v1/messages/count_tokens`, for providers that speak it.
     CountTokens,
+    /// OpenAI's Responses API (`/v1/responses`): passed through to providers
+    /// that serve it, translated over chat completions for the others.
+    Responses,
 }
 
 /// How the client's body is read and forwarded.
@@ -64,12 +67,17 @@ impl Endpoint {
             Self::Proxy => "proxy",
             Self::Messages => "messages",
             Self::CountTokens => "count_tokens",
+            Self::Responses => "responses",
         }
     }
 
     /// Endpoints in Anthropic's format. Not in [`Endpoint::ALL`]: a catalog
     /// entry that lists no endpoints speaks OpenAI's format only.
     pub const ANTHROPIC: [Endpoint; 2] = [Self::Messages, Self::CountTokens];
+
+    /// Endpoints a catalog entry must list to serve them natively (an entry
+    /// that lists none gets [`Endpoint::ALL`] only).
+    pub const EXTRA: [Endpoint; 3] = [Self::Messages, Self::CountTokens, Self::Responses];
 
     /// Whether the endpoint speaks Anthropic's format (errors included).
     pub fn anthropic_format(self) -> bool {
@@ -80,7 +88,7 @@ impl Endpoint {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
-            .chain(Self::ANTHROPIC)
+            .chain(Self::EXTRA)
             .find(|e| e.name() == name)
     }
 
@@ -99,6 +107,7 @@ impl Endpoint {
             Self::Proxy => "",
             Self::Messages => "/messages",
             Self::CountTokens => "/messages/count_tokens",
+            Self::Responses => "/responses",
         }
     }
 
@@ -122,7 +131,7 @@ impl Endpoint {
     pub fn deployment_scoped(self) -> bool {
         !matches!(
             self,
-            Self::Models | Self::Proxy | Self::Messages | Self::CountTokens
+            Self::Models | Self::Proxy | Self::Messages | Self::CountTokens | Self::Responses
         )
     }
 
@@ -142,7 +151,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for e in Endpoint::ALL.into_iter().chain(Endpoint::ANTHROPIC) {
+        for e in Endpoint::ALL.into_iter().chain(Endpoint::EXTRA) {
             assert_eq!(Endpoint::from_name(e.name()), Some(e));
         }
         assert_eq!(Endpoint::from_name("nope"), None);

@@ -16,6 +16,8 @@ mod endpoint;
 mod google;
 mod native;
 mod openai_compatible;
+/// OpenAI's Responses API as an ingress format, over chat completions.
+pub mod responses;
 mod spec;
 mod sse;
 mod wasm;
@@ -34,6 +36,7 @@ pub use bedrock::Bedrock;
 pub use cohere::Cohere;
 pub use endpoint::{BodyKind, Endpoint};
 pub use google::Google;
+pub use native::FromChatChunks;
 pub use openai_compatible::OpenAiCompatible;
 pub use spec::{Auth, ProviderSpec};
 pub use sse::SseData;

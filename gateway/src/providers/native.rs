@@ -213,3 +213,41 @@ impl<T: Native> super::Provider for T {
         Box::pin(std::future::ready(Ok(self.stream(endpoint, options))))
     }
 }
+
+/// Converts a stream of OpenAI chat chunks (SSE) into another format's events:
+/// the Messages and Responses ingress formats.
+pub trait FromChatChunks: Send + 'static {
+    fn sse(&mut self) -> &mut SseData;
+    /// Whether the stream is over (its end or an error was emitted).
+    fn ended(&self) -> bool;
+    /// One parsed chunk (an error object included).
+    fn chunk(&mut self, chunk: &serde_json::Value, out: &mut String);
+    /// The stream ended (`[DONE]` or the upstream closed): close what is open.
+    fn end(&mut self, out: &mut String);
+
+    /// Translates what arrived; input may be split anywhere.
+    fn push(&mut self, bytes: &[u8]) -> String {
+        let mut out = String::new();
+        let mut sse = std::mem::take(self.sse());
+        let _ = sse.push::<()>(bytes, |data| {
+            if self.ended() {
+                return Ok(());
+            }
+            if data == b"[DONE]" {
+                self.end(&mut out);
+            } else if let Ok(chunk) = serde_json::from_slice(data) {
+                self.chunk(&chunk, &mut out);
+            }
+            Ok(())
+        });
+        *self.sse() = sse;
+        out
+    }
+
+    /// The upstream closed.
+    fn finish(&mut self) -> String {
+        let mut out = String::new();
+        self.end(&mut out);
+        out
+    }
+}

@@ -85,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audio/translations", post_route(Endpoint::Translations))
         .route("/v1/moderations", post_route(Endpoint::Moderations))
         .route("/v1/messages", post_route(Endpoint::Messages))
+        .route("/v1/responses", post_route(Endpoint::Responses))
         .route(
             "/v1/messages/count_tokens",
             post_route(Endpoint::CountTokens),

@@ -29,7 +29,9 @@ use super::{AppState, RequestInfo};
 use crate::GatewayError;
 use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
-use crate::providers::{AnswerOptions, BodyKind, Endpoint, body, messages};
+use crate::providers::{
+    AnswerOptions, BodyKind, Endpoint, FromChatChunks, body, messages, responses,
+};
 use crate::routing::{self, Attempts, Deadline, Engine, InFlight, Step, Target, Total, Tried};
 
 /// The axum handler for every proxied route.
@@ -65,21 +67,44 @@ fn failed(err: GatewayError, endpoint: Endpoint) -> Response {
     Response::from_parts(parts, Body::from(body.to_string()))
 }
 
-/// How a target is called for a client endpoint: Anthropic's Messages API goes
-/// to providers that speak it as it is, and over chat completions (converted
-/// both ways) to the others.
+/// A client format served over chat completions for providers that lack it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ingress {
+    /// Anthropic's Messages API.
+    Messages,
+    /// OpenAI's Responses API.
+    Responses,
+}
+
+impl Ingress {
+    fn to_chat(self, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+        match self {
+            Self::Messages => messages::messages_to_chat(body),
+            Self::Responses => responses::responses_to_chat(body),
+        }
+    }
+}
+
+/// How a target is called for a client endpoint: Anthropic's Messages API and
+/// OpenAI's Responses API go as they are to providers that serve them, and over
+/// chat completions (converted both ways) to the others.
 fn call_endpoint(
     provider: &dyn crate::providers::Provider,
     endpoint: Endpoint,
-) -> Result<(Endpoint, bool), GatewayError> {
-    if endpoint == Endpoint::Messages
-        && !provider.supports(Endpoint::Messages)
+) -> Result<(Endpoint, Option<Ingress>), GatewayError> {
+    let ingress = match endpoint {
+        Endpoint::Messages => Some(Ingress::Messages),
+        Endpoint::Responses => Some(Ingress::Responses),
+        _ => None,
+    };
+    if let Some(ingress) = ingress
+        && !provider.supports(endpoint)
         && provider.supports(Endpoint::Chat)
     {
-        return Ok((Endpoint::Chat, true));
+        return Ok((Endpoint::Chat, Some(ingress)));
     }
     provider.require(endpoint)?;
-    Ok((endpoint, false))
+    Ok((endpoint, None))
 }
 
 /// A body ready to send, or an answer that ends the request here.
@@ -174,8 +199,9 @@ struct Ready {
     body: Bytes,
     /// The endpoint the target is called on.
     endpoint: Endpoint,
-    /// The answer goes back in Anthropic's format (converted from OpenAI's).
-    to_messages: bool,
+    /// The answer goes back in the client's format (converted from a chat
+    /// completion).
+    ingress: Option<Ingress>,
     stream: bool,
     options: AnswerOptions,
     before: Option<StageResult>,
@@ -200,11 +226,10 @@ impl Attempts for Proxied<'_> {
     type Prepared = Ready;
 
     async fn prepare(&self, target: &Target) -> Result<Step<Ready, Body>, GatewayError> {
-        let (endpoint, to_messages) = call_endpoint(target.provider.as_ref(), self.endpoint)?;
-        let bytes = if to_messages {
-            Bytes::from(messages::messages_to_chat(&self.bytes)?)
-        } else {
-            self.bytes.clone()
+        let (endpoint, ingress) = call_endpoint(target.provider.as_ref(), self.endpoint)?;
+        let bytes = match ingress {
+            Some(ingress) => Bytes::from(ingress.to_chat(&self.bytes)?),
+            None => self.bytes.clone(),
         };
         let ctx = self.guardrails_context(target, endpoint);
         Ok(
@@ -217,7 +242,7 @@ impl Attempts for Proxied<'_> {
                 } => Step::Send(Ready {
                     body,
                     endpoint,
-                    to_messages,
+                    ingress,
                     stream,
                     options: AnswerOptions {
                         strict: target.strict,
@@ -225,8 +250,8 @@ impl Attempts for Proxied<'_> {
                     },
                     before: hook_results,
                 }),
-                Prepared::Answer(response) if to_messages => {
-                    Step::Answer(to_anthropic(response, false).await?)
+                Prepared::Answer(response) if ingress.is_some() => {
+                    Step::Answer(back_to(ingress, response, false).await?)
                 }
                 Prepared::Answer(response) => Step::Answer(response),
             },
@@ -291,17 +316,40 @@ impl Attempts for Proxied<'_> {
             )
             .await?
         };
-        if ready.to_messages {
-            return to_anthropic(response, ready.stream).await;
+        if ready.ingress.is_some() {
+            return back_to(ready.ingress, response, ready.stream).await;
         }
         Ok(response)
     }
 }
 
-/// An answer in OpenAI's format (a chat completion, its stream, or an error)
-/// in Anthropic's, for a client of the Messages API.
-async fn to_anthropic(response: Response, stream: bool) -> Result<Response, GatewayError> {
+/// A stream body converted event by event.
+fn converted_stream(body: Body, events: impl FromChatChunks) -> Body {
     use futures_util::StreamExt;
+    let state = Some((body.into_data_stream(), events));
+    let out = futures_util::stream::unfold(state, |state| async move {
+        let (mut chunks, mut events) = state?;
+        match chunks.next().await {
+            Some(Ok(bytes)) => Some((
+                Ok::<Bytes, std::convert::Infallible>(Bytes::from(events.push(&bytes))),
+                Some((chunks, events)),
+            )),
+            Some(Err(_)) | None => Some((Ok(Bytes::from(events.finish())), None)),
+        }
+    });
+    Body::from_stream(out)
+}
+
+/// An answer in OpenAI's chat format (a completion, its stream, or an error)
+/// in the client's format.
+async fn back_to(
+    ingress: Option<Ingress>,
+    response: Response,
+    stream: bool,
+) -> Result<Response, GatewayError> {
+    let Some(ingress) = ingress else {
+        return Ok(response);
+    };
     let (mut parts, body) = response.into_parts();
     parts.headers.remove(CONTENT_LENGTH);
     if stream && parts.status.is_success() {
@@ -309,26 +357,25 @@ async fn to_anthropic(response: Response, stream: bool) -> Result<Response, Gate
             CONTENT_TYPE,
             http::HeaderValue::from_static("text/event-stream"),
         );
-        let state = Some((body.into_data_stream(), messages::ChatToEvents::default()));
-        let events = futures_util::stream::unfold(state, |state| async move {
-            let (mut chunks, mut events) = state?;
-            match chunks.next().await {
-                Some(Ok(bytes)) => Some((
-                    Ok::<Bytes, std::convert::Infallible>(Bytes::from(events.push(&bytes))),
-                    Some((chunks, events)),
-                )),
-                Some(Err(_)) | None => Some((Ok(Bytes::from(events.finish())), None)),
+        let body = match ingress {
+            Ingress::Messages => converted_stream(body, messages::ChatToEvents::default()),
+            Ingress::Responses => {
+                converted_stream(body, responses::ChatToResponseEvents::default())
             }
-        });
-        return Ok(Response::from_parts(parts, Body::from_stream(events)));
+        };
+        return Ok(Response::from_parts(parts, body));
     }
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| GatewayError::Internal(format!("cannot re-read the answer: {e}")))?;
-    let converted = if parts.status.is_success() {
-        messages::chat_to_message(&bytes)?
-    } else {
-        messages::error_to_anthropic(parts.status, &bytes)
+    let converted = match (ingress, parts.status.is_success()) {
+        (Ingress::Messages, true) => messages::chat_to_message(&bytes)?,
+        (Ingress::Messages, false) => messages::error_to_anthropic(parts.status, &bytes),
+        (Ingress::Responses, true) => responses::chat_to_response(&bytes)?,
+        // Errors are already in OpenAI's shape.
+        (Ingress::Responses, false) => {
+            return Ok(Response::from_parts(parts, Body::from(bytes)));
+        }
     };
     parts.headers.insert(
         CONTENT_TYPE,

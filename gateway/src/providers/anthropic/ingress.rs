@@ -298,37 +298,26 @@ pub struct ChatToEvents {
     usage: Value,
 }
 
+impl crate::providers::FromChatChunks for ChatToEvents {
+    fn sse(&mut self) -> &mut crate::providers::SseData {
+        &mut self.sse
+    }
+
+    fn ended(&self) -> bool {
+        self.done
+    }
+
+    fn end(&mut self, out: &mut String) {
+        self.close(out);
+    }
+
+    fn chunk(&mut self, chunk: &Value, out: &mut String) {
+        self.on_chunk(chunk, out);
+    }
+}
+
 impl ChatToEvents {
-    /// Translates what arrived; input may be split anywhere.
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        let mut out = String::new();
-        let mut sse = std::mem::take(&mut self.sse);
-        let _ = sse.push::<()>(bytes, |data| {
-            self.data(data, &mut out);
-            Ok(())
-        });
-        self.sse = sse;
-        out
-    }
-
-    /// The stream ended: closes what is open.
-    pub fn finish(&mut self) -> String {
-        let mut out = String::new();
-        self.end(&mut out);
-        out
-    }
-
-    fn data(&mut self, data: &[u8], out: &mut String) {
-        if self.done {
-            return;
-        }
-        if data == b"[DONE]" {
-            self.end(out);
-            return;
-        }
-        let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
+    fn on_chunk(&mut self, chunk: &Value, out: &mut String) {
         if let Some(err) = chunk.get("error") {
             let message = err["message"].as_str().unwrap_or("the stream failed");
             out.push_str(&event(
@@ -405,7 +394,7 @@ impl ChatToEvents {
         }
     }
 
-    fn end(&mut self, out: &mut String) {
+    fn close(&mut self, out: &mut String) {
         if self.done || !self.started {
             return;
         }
@@ -425,6 +414,7 @@ impl ChatToEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::FromChatChunks;
 
     fn convert(v: Value) -> Value {
         serde_json::from_slice(&messages_to_chat(v.to_string().as_bytes()).expect("converts"))
