@@ -4,9 +4,14 @@
 //! Every provider implements [`Provider`]; the pipeline holds `Arc<dyn Provider>`
 //! from the [`Registry`] and does not know what is behind it. The OpenAI-wire
 //! providers are one implementation driven by data (`catalog.toml`); native
-//! adapters (Anthropic, Gemini, Bedrock, ...) and wasm provider plugins register
-//! into the same registry. Providers build requests and map answers; they do no
-//! I/O — the `upstream` module does.
+//! adapters (`anthropic`, `google`, `cohere`, `bedrock`, sharing `native.rs`)
+//! and wasm provider plugins register into the same registry. Providers build
+//! requests and map answers; they do no I/O — the `upstream` module does.
+//!
+//! Two client formats besides OpenAI's chat are served over chat completions
+//! for providers that lack them: Anthropic's Messages API ([`messages`]) and
+//! OpenAI's Responses API ([`responses`]); the proxy converts requests and
+//! answers at the edges.
 
 mod anthropic;
 mod bedrock;
