@@ -75,7 +75,13 @@ impl native::Native for Cohere {
         }
     }
 
-    fn error(&self, endpoint: Endpoint, status: http::StatusCode, body: &[u8]) -> Option<Value> {
+    fn error(
+        &self,
+        endpoint: Endpoint,
+        status: http::StatusCode,
+        _headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Option<Value> {
         (endpoint != Endpoint::Proxy).then(|| error_body(status, body))
     }
 

@@ -209,6 +209,7 @@ fn errors_and_embeddings_come_back_in_openai_shape() {
         .map_response(
             Endpoint::Chat,
             http::StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
             Bytes::from_static(err),
             &options,
         )
@@ -228,6 +229,7 @@ fn errors_and_embeddings_come_back_in_openai_shape() {
         .map_response(
             Endpoint::Embeddings,
             http::StatusCode::OK,
+            &HeaderMap::new(),
             Bytes::from_static(emb),
             &options,
         )

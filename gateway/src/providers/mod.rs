@@ -116,6 +116,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         &'a self,
         _endpoint: Endpoint,
         _status: http::StatusCode,
+        _headers: &'a HeaderMap,
         body: Bytes,
         _options: &'a AnswerOptions,
     ) -> ProviderFuture<'a, Bytes> {

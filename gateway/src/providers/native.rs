@@ -161,6 +161,7 @@ pub trait Native: Send + Sync + std::fmt::Debug + 'static {
         &self,
         endpoint: Endpoint,
         status: http::StatusCode,
+        headers: &http::HeaderMap,
         body: &[u8],
     ) -> Option<serde_json::Value>;
 
@@ -193,13 +194,14 @@ impl<T: Native> super::Provider for T {
         &'a self,
         endpoint: Endpoint,
         status: http::StatusCode,
+        headers: &'a http::HeaderMap,
         body: Bytes,
         options: &'a super::AnswerOptions,
     ) -> ProviderFuture<'a, Bytes> {
         let mapped = if status.is_success() {
             self.answer(endpoint, &body, options)
         } else {
-            Ok(self.error(endpoint, status, &body))
+            Ok(self.error(endpoint, status, headers, &body))
         };
         let out = mapped.map(|v| v.map_or(body, |v| Bytes::from(v.to_string())));
         Box::pin(std::future::ready(out))

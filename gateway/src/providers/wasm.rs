@@ -93,14 +93,20 @@ impl Provider for WasmProvider {
         &'a self,
         endpoint: Endpoint,
         status: StatusCode,
+        headers: &'a http::HeaderMap,
         body: Bytes,
         _options: &'a super::AnswerOptions,
     ) -> ProviderFuture<'a, Bytes> {
+        // Header values that are not text are left out (the WIT carries strings).
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
         Box::pin(async move {
             let text = self
                 .plugin
                 .as_provider()?
-                .parse_response(endpoint, status.as_u16(), Vec::new(), &body)
+                .parse_response(endpoint, status.as_u16(), headers, &body)
                 .await?;
             Ok(Bytes::from(text))
         })

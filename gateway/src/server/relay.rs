@@ -96,7 +96,7 @@ pub async fn relay(
     if !status.is_success() && provider.maps_errors() {
         // The adapter knows its upstream's error shape; it answers with the error.
         let mapped = provider
-            .map_response(endpoint, status, bytes, &streaming.options)
+            .map_response(endpoint, status, &headers, bytes, &streaming.options)
             .await?;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response(status, headers, Body::from(mapped));
@@ -115,7 +115,7 @@ pub async fn relay(
             bytes
         } else {
             provider
-                .map_response(endpoint, status, bytes, &streaming.options)
+                .map_response(endpoint, status, &headers, bytes, &streaming.options)
                 .await?
         };
         return response(status, headers, Body::from(body));

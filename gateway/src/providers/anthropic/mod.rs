@@ -130,7 +130,13 @@ impl native::Native for Anthropic {
         }
     }
 
-    fn error(&self, endpoint: Endpoint, status: http::StatusCode, body: &[u8]) -> Option<Value> {
+    fn error(
+        &self,
+        endpoint: Endpoint,
+        status: http::StatusCode,
+        _headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Option<Value> {
         // Claude clients (and the passthrough route) get Anthropic's own errors.
         (endpoint == Endpoint::Chat).then(|| error_body(status, body))
     }

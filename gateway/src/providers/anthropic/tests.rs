@@ -292,6 +292,7 @@ fn errors_keep_their_status_in_openai_shape() {
         .map_response(
             Endpoint::Chat,
             http::StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
             Bytes::from_static(body),
             &AnswerOptions::default(),
         )
@@ -310,6 +311,7 @@ fn errors_keep_their_status_in_openai_shape() {
         .map_response(
             Endpoint::Chat,
             http::StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
             Bytes::from_static(b"<html>bad</html>"),
             &AnswerOptions::default(),
         )

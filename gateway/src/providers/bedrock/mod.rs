@@ -162,8 +162,14 @@ impl native::Native for Bedrock {
         }
     }
 
-    fn error(&self, endpoint: Endpoint, status: http::StatusCode, body: &[u8]) -> Option<Value> {
-        (endpoint != Endpoint::Proxy).then(|| error_body(status, body))
+    fn error(
+        &self,
+        endpoint: Endpoint,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Option<Value> {
+        (endpoint != Endpoint::Proxy).then(|| error_body(status, headers, body))
     }
 
     fn stream(
@@ -490,7 +496,9 @@ fn from_embed(body: &[u8], options: &AnswerOptions) -> Result<Value, GatewayErro
     )
 }
 
-fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
+/// An error answer; AWS names the error type in `x-amzn-ErrorType`
+/// (`ThrottlingException:http://...`), which becomes the code.
+fn error_body(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Value {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let message = v["message"]
         .as_str()
@@ -503,12 +511,13 @@ fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             )
         });
-    openai_error(
-        &message,
-        native::error_type(status),
-        None,
-        &format!("bedrock_{}", status.as_u16()),
-    )
+    let code = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(':').next())
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| format!("bedrock_{}", status.as_u16()), str::to_owned);
+    openai_error(&message, native::error_type(status), None, &code)
 }
 
 /// ConverseStream's event-stream messages as OpenAI chunks.

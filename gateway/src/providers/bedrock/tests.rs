@@ -215,11 +215,20 @@ fn answers_embeddings_and_errors_come_back_in_openai_shape() {
     .expect_err("titan takes one");
     assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
 
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-amzn-errortype",
+        "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+            .parse()
+            .expect("v"),
+    );
     let e = error_body(
         http::StatusCode::TOO_MANY_REQUESTS,
+        &headers,
         br#"{"message":"Too many requests, please wait before trying again."}"#,
     );
     assert_eq!(e["error"]["type"], "rate_limit_error");
+    assert_eq!(e["error"]["code"], "ThrottlingException");
     assert!(
         e["error"]["message"]
             .as_str()
