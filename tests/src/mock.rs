@@ -35,6 +35,9 @@
 //! `/converse-stream` in event-stream frames, `/invoke` for embeddings; the model
 //! `fault-status-CODE` answers `{"message"}`).
 //!
+//! A chat request that offers tools is answered, in every wire format, with a
+//! call of the first tool with arguments `{"q": "x"}`.
+//!
 //! Every request is recorded (method, path, query, headers, body) for assertions.
 
 use std::net::SocketAddr;
@@ -295,6 +298,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if path.ends_with("/chat/completions") {
         if json["stream"] == true {
             return stream(shared, &model, fault);
+        }
+        if let Some(name) = json["tools"][0]["function"]["name"].as_str() {
+            return axum::Json(json!({
+                "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "logprobs": null, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": null,
+                    "tool_calls": [{"id": "call_mock", "type": "function",
+                                    "function": {"name": name, "arguments": "{\"q\":\"x\"}"}}]}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+            }))
+            .into_response();
         }
         return axum::Json(chat_completion(&model)).into_response();
     }
@@ -592,6 +606,15 @@ fn anthropic(json: &Value, fault: &str) -> Response {
             .body(Body::from(anthropic_stream(&model)))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
+    if let Some(name) = json["tools"][0]["name"].as_str() {
+        return axum::Json(json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "tool_use", "id": "toolu_mock", "name": name, "input": {"q": "x"}}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 5}
+        }))
+        .into_response();
+    }
     axum::Json(json!({
         "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": "Hello from Claude mock"}],
@@ -677,6 +700,14 @@ fn gemini(model: &str, method: &str, json: &Value) -> Response {
                 .body(Body::from(body))
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
+        _ if json["tools"][0]["functionDeclarations"][0]["name"].is_string() => axum::Json(json!({
+            "candidates": [{"content": {"parts": [{"functionCall": {
+                "name": json["tools"][0]["functionDeclarations"][0]["name"], "args": {"q": "x"}}}], "role": "model"},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 4, "totalTokenCount": 10},
+            "modelVersion": model, "responseId": "mock-r"
+        }))
+        .into_response(),
         _ => axum::Json(json!({
             "candidates": [{"content": {"parts": [{"text": "Hello from Gemini mock"}], "role": "model"},
                             "finishReason": "STOP", "index": 0}],
@@ -725,6 +756,14 @@ fn cohere(path: &str, json: &Value, fault: &str) -> Response {
             .header(http::header::CONTENT_TYPE, "text/event-stream")
             .body(Body::from(body))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    if let Some(name) = json["tools"][0]["function"]["name"].as_str() {
+        return axum::Json(json!({"id": "co-1", "finish_reason": "TOOL_CALL",
+            "message": {"role": "assistant", "tool_plan": "call it",
+                        "tool_calls": [{"id": "co_call", "type": "function",
+                                        "function": {"name": name, "arguments": "{\"q\":\"x\"}"}}]},
+            "usage": {"tokens": {"input_tokens": 7, "output_tokens": 4}}}))
+        .into_response();
     }
     axum::Json(json!({"id": "co-1", "finish_reason": "COMPLETE",
         "message": {"role": "assistant", "content": [{"type": "text", "text": "Hello from Cohere mock"}]},
@@ -814,6 +853,13 @@ fn bedrock(model: &str, action: &str, json: &Value) -> Response {
                 .body(Body::from_stream(futures_util::stream::iter(pieces)))
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
+        _ if json["toolConfig"]["tools"][0]["toolSpec"]["name"].is_string() => axum::Json(json!({
+            "output": {"message": {"role": "assistant", "content": [{"toolUse": {
+                "toolUseId": "tu_mock", "name": json["toolConfig"]["tools"][0]["toolSpec"]["name"], "input": {"q": "x"}}}]}},
+            "stopReason": "tool_use",
+            "usage": {"inputTokens": 9, "outputTokens": 4, "totalTokens": 13}
+        }))
+        .into_response(),
         _ => {
             let echo = json["system"][0]["text"].as_str().unwrap_or("");
             axum::Json(json!({

@@ -372,7 +372,10 @@ async fn bedrock_converse_stream_embeddings_and_errors_through_the_gateway() {
     assert_eq!(res.status(), 429);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["error"]["message"], "mock bedrock error 429");
-    assert_eq!(body["error"]["code"], "ThrottlingException", "from x-amzn-ErrorType");
+    assert_eq!(
+        body["error"]["code"], "ThrottlingException",
+        "from x-amzn-ErrorType"
+    );
     assert_eq!(body["error"]["type"], "rate_limit_error");
 }
 
