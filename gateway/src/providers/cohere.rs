@@ -100,15 +100,7 @@ impl native::Native for Cohere {
 
 /// An OpenAI chat request as a Cohere v2 chat request.
 pub fn to_cohere(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
-    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        return Err(native::bad(
-            "`cohere` returns one choice: `n` must be 1",
-            "n",
-        ));
-    }
-    let Some(Value::Array(messages)) = req.get("messages") else {
-        return Err(native::bad("`messages` must be an array", "messages"));
-    };
+    let messages = native::chat_messages(req, "cohere")?;
     let messages: Vec<Value> = messages
         .iter()
         .map(|m| {
@@ -132,35 +124,25 @@ pub fn to_cohere(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
         req.get("model").cloned().unwrap_or(Value::Null),
     );
     out.insert("messages".into(), Value::Array(messages));
-    for (from, to) in [
-        ("temperature", "temperature"),
-        ("top_p", "p"),
-        ("top_k", "k"),
-        ("seed", "seed"),
-        ("frequency_penalty", "frequency_penalty"),
-        ("presence_penalty", "presence_penalty"),
-        ("stream", "stream"),
-        ("tools", "tools"),
-    ] {
-        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.into(), v.clone());
-        }
-    }
-    if let Some(v) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .filter(|v| !v.is_null())
-    {
+    native::copy_fields(
+        req,
+        &mut out,
+        &[
+            ("temperature", "temperature"),
+            ("top_p", "p"),
+            ("top_k", "k"),
+            ("seed", "seed"),
+            ("frequency_penalty", "frequency_penalty"),
+            ("presence_penalty", "presence_penalty"),
+            ("stream", "stream"),
+            ("tools", "tools"),
+        ],
+    );
+    if let Some(v) = native::max_tokens(req) {
         out.insert("max_tokens".into(), v.clone());
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(items)) if !items.is_empty() => {
-            out.insert("stop_sequences".into(), Value::Array(items.clone()));
-        }
-        _ => {}
+    if let Some(stops) = native::stop_list(req) {
+        out.insert("stop_sequences".into(), stops);
     }
     match req.get("response_format").and_then(|f| f["type"].as_str()) {
         Some("json_object") => {

@@ -161,10 +161,7 @@ fn text_parts(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Gatewa
 
 fn part(p: &Value, at: &str) -> Result<Value, GatewayError> {
     let data = |url: &str, mime: Option<&str>| {
-        if let Some(rest) = url.strip_prefix("data:")
-            && let Some((meta, data)) = rest.split_once(',')
-            && let Some(mime) = meta.strip_suffix(";base64")
-        {
+        if let Some((mime, data)) = native::data_url(url) {
             return json!({"inlineData": {"mimeType": mime, "data": data}});
         }
         let mut file = json!({"fileUri": url});
@@ -198,22 +195,13 @@ fn part(p: &Value, at: &str) -> Result<Value, GatewayError> {
 
 /// An OpenAI chat request as a `generateContent` body.
 pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
-    let Some(Value::Array(messages)) = req.get("messages") else {
-        return Err(native::bad("`messages` must be an array", "messages"));
-    };
+    let messages = native::chat_messages(req, "google")?;
     let mut system = Vec::new();
     let mut contents: Vec<Value> = Vec::new();
     // Tool call id → function name, to name function responses.
     let mut names: std::collections::HashMap<String, Value> = Default::default();
     let push = |contents: &mut Vec<Value>, role: &str, parts: Vec<Value>| {
-        if let Some(last) = contents.last_mut()
-            && last["role"] == role
-            && let Some(p) = last["parts"].as_array_mut()
-        {
-            p.extend(parts);
-            return;
-        }
-        contents.push(json!({"role": role, "parts": parts}));
+        native::push_turn(contents, role, "parts", parts);
     };
     for (i, m) in messages.iter().enumerate() {
         let param = format!("messages[{i}]");
@@ -227,17 +215,7 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
                 let mut parts = text_parts(m.get("content"), &param)?;
                 for (j, call) in m["tool_calls"].as_array().into_iter().flatten().enumerate() {
                     let f = &call["function"];
-                    let args = f["arguments"].as_str().unwrap_or("{}");
-                    let args: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args).map_err(|e| {
-                            native::bad(
-                                format!("`function.arguments` is not JSON: {e}"),
-                                &format!("{param}.tool_calls[{j}]"),
-                            )
-                        })?
-                    };
+                    let args = native::tool_arguments(call, &format!("{param}.tool_calls[{j}]"))?;
                     if let Some(id) = call["id"].as_str() {
                         names.insert(id.to_owned(), f["name"].clone());
                     }
@@ -300,34 +278,24 @@ pub fn to_gemini(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
         out.insert("systemInstruction".into(), json!({"parts": system}));
     }
     let mut config = Map::new();
-    for (from, to) in [
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("top_k", "topK"),
-        ("n", "candidateCount"),
-        ("seed", "seed"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
-    ] {
-        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
-            config.insert(to.into(), v.clone());
-        }
-    }
-    if let Some(v) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .filter(|v| !v.is_null())
-    {
+    native::copy_fields(
+        req,
+        &mut config,
+        &[
+            ("temperature", "temperature"),
+            ("top_p", "topP"),
+            ("top_k", "topK"),
+            ("n", "candidateCount"),
+            ("seed", "seed"),
+            ("presence_penalty", "presencePenalty"),
+            ("frequency_penalty", "frequencyPenalty"),
+        ],
+    );
+    if let Some(v) = native::max_tokens(req) {
         config.insert("maxOutputTokens".into(), v.clone());
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(items)) if !items.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(items.clone()));
-        }
-        _ => {}
+    if let Some(stops) = native::stop_list(req) {
+        config.insert("stopSequences".into(), stops);
     }
     match req.get("response_format").and_then(|f| f["type"].as_str()) {
         Some("json_object") => {

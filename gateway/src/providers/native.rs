@@ -253,3 +253,95 @@ pub trait FromChatChunks: Send + 'static {
         out
     }
 }
+
+// What the adapters read from an OpenAI chat request the same way.
+
+/// `messages`, after checking that one choice is asked for (the native APIs
+/// give one).
+pub fn chat_messages<'r>(
+    req: &'r serde_json::Map<String, serde_json::Value>,
+    slug: &str,
+) -> Result<&'r Vec<serde_json::Value>, GatewayError> {
+    if req
+        .get("n")
+        .and_then(serde_json::Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return Err(bad(
+            format!("`{slug}` returns one choice: `n` must be 1"),
+            "n",
+        ));
+    }
+    match req.get("messages") {
+        Some(serde_json::Value::Array(messages)) => Ok(messages),
+        _ => Err(bad("`messages` must be an array", "messages")),
+    }
+}
+
+/// `max_completion_tokens`, else `max_tokens`.
+pub fn max_tokens(req: &serde_json::Map<String, serde_json::Value>) -> Option<&serde_json::Value> {
+    req.get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .filter(|v| !v.is_null())
+}
+
+/// `stop` as a list (one string is one stop); none when empty.
+pub fn stop_list(req: &serde_json::Map<String, serde_json::Value>) -> Option<serde_json::Value> {
+    match req.get("stop") {
+        Some(serde_json::Value::String(s)) => Some(serde_json::json!([s])),
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => {
+            Some(serde_json::Value::Array(items.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Copies the fields `req` has (and are not null) into `out`, renamed.
+pub fn copy_fields(
+    req: &serde_json::Map<String, serde_json::Value>,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    names: &[(&str, &str)],
+) {
+    for (from, to) in names {
+        if let Some(v) = req.get(*from).filter(|v| !v.is_null()) {
+            out.insert((*to).into(), v.clone());
+        }
+    }
+}
+
+/// A tool call's `function.arguments` as JSON (empty means `{}`).
+pub fn tool_arguments(
+    call: &serde_json::Value,
+    param: &str,
+) -> Result<serde_json::Value, GatewayError> {
+    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+    if args.trim().is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_str(args)
+        .map_err(|e| bad(format!("`function.arguments` is not JSON: {e}"), param))
+}
+
+/// Appends `blocks` as a turn of `role`, joining the last turn when it has the
+/// same role (`field` holds a turn's blocks: `content`, or Gemini's `parts`).
+pub fn push_turn(
+    turns: &mut Vec<serde_json::Value>,
+    role: &str,
+    field: &str,
+    blocks: Vec<serde_json::Value>,
+) {
+    if let Some(last) = turns.last_mut()
+        && last["role"] == role
+        && let Some(existing) = last[field].as_array_mut()
+    {
+        existing.extend(blocks);
+        return;
+    }
+    turns.push(serde_json::json!({"role": role, field: blocks}));
+}
+
+/// A base64 `data:` URL's media type and data.
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    Some((meta.strip_suffix(";base64")?, data))
+}

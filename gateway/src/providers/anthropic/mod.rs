@@ -161,15 +161,7 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     if let Some(model) = req.get("model") {
         out.insert("model".into(), model.clone());
     }
-    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        return Err(native::bad(
-            "`anthropic` returns one choice: `n` must be 1",
-            "n",
-        ));
-    }
-    let Some(Value::Array(input)) = req.get("messages") else {
-        return Err(native::bad("`messages` must be an array", "messages"));
-    };
+    let input = native::chat_messages(&req, "anthropic")?;
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     for (i, m) in input.iter().enumerate() {
@@ -228,25 +220,21 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         out.insert("system".into(), Value::Array(system));
     }
     out.insert("messages".into(), Value::Array(messages));
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
+    let max_tokens = native::max_tokens(&req)
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_MAX_TOKENS);
     out.insert("max_tokens".into(), max_tokens.into());
-    for key in ["temperature", "top_p", "stream"] {
-        if let Some(v) = req.get(key).filter(|v| !v.is_null()) {
-            out.insert(key.into(), v.clone());
-        }
-    }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(items)) if !items.is_empty() => {
-            out.insert("stop_sequences".into(), Value::Array(items.clone()));
-        }
-        _ => {}
+    native::copy_fields(
+        &req,
+        &mut out,
+        &[
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("stream", "stream"),
+        ],
+    );
+    if let Some(stops) = native::stop_list(&req) {
+        out.insert("stop_sequences".into(), stops);
     }
     for key in NATIVE_FIELDS {
         if let Some(v) = req.get(*key) {
@@ -313,14 +301,7 @@ pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
 
 /// Appends blocks as a turn of `role`, joining a turn of the same role.
 fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if let Some(last) = messages.last_mut()
-        && last["role"] == role
-        && let Some(content) = last["content"].as_array_mut()
-    {
-        content.extend(blocks);
-        return;
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+    native::push_turn(messages, role, "content", blocks);
 }
 
 /// Text-only content (system, tool results) as text blocks.
@@ -385,26 +366,19 @@ fn content_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Ga
 
 /// A `data:` URL as a base64 source, anything else as a URL source.
 fn media_source(url: &str) -> Value {
-    if let Some(rest) = url.strip_prefix("data:")
-        && let Some((meta, data)) = rest.split_once(',')
-        && let Some(media_type) = meta.strip_suffix(";base64")
-    {
-        return json!({"type": "base64", "media_type": media_type, "data": data});
+    match native::data_url(url) {
+        Some((media_type, data)) => {
+            json!({"type": "base64", "media_type": media_type, "data": data})
+        }
+        None => json!({"type": "url", "url": url}),
     }
-    json!({"type": "url", "url": url})
 }
 
 fn tool_use(call: &Value, param: &str) -> Result<Value, GatewayError> {
     let f = call
         .get("function")
         .ok_or_else(|| native::bad("a tool call needs `function`", param))?;
-    let arguments = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-    let input: Value = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(arguments)
-            .map_err(|e| native::bad(format!("`function.arguments` is not JSON: {e}"), param))?
-    };
+    let input = native::tool_arguments(call, param)?;
     Ok(
         json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or_default(),
               "name": f.get("name").cloned().unwrap_or_default(), "input": input}),

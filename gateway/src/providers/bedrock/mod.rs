@@ -182,13 +182,6 @@ impl native::Native for Bedrock {
     }
 }
 
-/// A data URL's media type and base64 data.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    Some((meta.strip_suffix(";base64")?, data))
-}
-
 fn content_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, GatewayError> {
     let parts = match content {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -210,7 +203,7 @@ fn content_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Ga
                 Some("text") => Ok(json!({"text": p["text"]})),
                 Some("image_url") => {
                     let url = p["image_url"]["url"].as_str().unwrap_or_default();
-                    if let Some((mime, data)) = data_url(url) {
+                    if let Some((mime, data)) = native::data_url(url) {
                         let format = mime.strip_prefix("image/").unwrap_or("png");
                         let format = if format == "jpg" { "jpeg" } else { format };
                         Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
@@ -222,7 +215,7 @@ fn content_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Ga
                     }
                 }
                 Some("file") => {
-                    let data = p["file"]["file_data"].as_str().and_then(data_url);
+                    let data = p["file"]["file_data"].as_str().and_then(native::data_url);
                     let Some((mime, data)) = data else {
                         return Err(bad("`file.file_data` must be a data URL", &at));
                     };
@@ -243,23 +236,11 @@ fn content_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Ga
 
 /// An OpenAI chat request as a Converse request.
 pub fn to_converse(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
-    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        return Err(bad("`bedrock` returns one choice: `n` must be 1", "n"));
-    }
-    let Some(Value::Array(input)) = req.get("messages") else {
-        return Err(bad("`messages` must be an array", "messages"));
-    };
+    let input = native::chat_messages(req, "bedrock")?;
     let mut system = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     let push = |messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>| {
-        if let Some(last) = messages.last_mut()
-            && last["role"] == role
-            && let Some(c) = last["content"].as_array_mut()
-        {
-            c.extend(blocks);
-            return;
-        }
-        messages.push(json!({"role": role, "content": blocks}));
+        native::push_turn(messages, role, "content", blocks);
     };
     for (i, m) in input.iter().enumerate() {
         let param = format!("messages[{i}]");
@@ -273,17 +254,7 @@ pub fn to_converse(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
             "assistant" => {
                 let mut blocks = content_blocks(m.get("content"), &param)?;
                 for (j, call) in m["tool_calls"].as_array().into_iter().flatten().enumerate() {
-                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let input: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args).map_err(|e| {
-                            bad(
-                                format!("`function.arguments` is not JSON: {e}"),
-                                &format!("{param}.tool_calls[{j}]"),
-                            )
-                        })?
-                    };
+                    let input = native::tool_arguments(call, &format!("{param}.tool_calls[{j}]"))?;
                     blocks.push(json!({"toolUse": {"toolUseId": call["id"], "name": call["function"]["name"], "input": input}}));
                 }
                 push(&mut messages, "assistant", blocks);
@@ -320,26 +291,16 @@ pub fn to_converse(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
         out.insert("system".into(), Value::Array(system));
     }
     let mut config = Map::new();
-    if let Some(v) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .filter(|v| !v.is_null())
-    {
+    if let Some(v) = native::max_tokens(req) {
         config.insert("maxTokens".into(), v.clone());
     }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
-            config.insert(to.into(), v.clone());
-        }
-    }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(items)) if !items.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(items.clone()));
-        }
-        _ => {}
+    native::copy_fields(
+        req,
+        &mut config,
+        &[("temperature", "temperature"), ("top_p", "topP")],
+    );
+    if let Some(stops) = native::stop_list(req) {
+        config.insert("stopSequences".into(), stops);
     }
     if !config.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(config));
