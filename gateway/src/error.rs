@@ -83,6 +83,14 @@ pub enum GatewayError {
     /// The upstream answered with something that is not what its API promises.
     #[error("upstream `{provider}` returned an invalid response: {detail}")]
     UpstreamGarbage { provider: String, detail: String },
+    /// Exchanging the provider's credentials for an access token failed
+    /// (`status` is the token endpoint's, 0 when it gave no answer).
+    #[error("`{provider}` credentials could not be exchanged for an access token: {detail}")]
+    CredentialExchange {
+        provider: String,
+        status: u16,
+        detail: String,
+    },
     /// A bug or an impossible state; the message is safe to show.
     #[error(transparent)]
     Plugin(#[from] crate::plugins::PluginError),
@@ -121,6 +129,10 @@ impl GatewayError {
             Self::DeadlinePassed { client: true, .. } => StatusCode::REQUEST_TIMEOUT,
             Self::DeadlinePassed { client: false, .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CredentialExchange { status, .. } => match status {
+                400 | 401 | 403 => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_GATEWAY,
+            },
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Plugin(e) => plugin_status(e),
@@ -134,6 +146,11 @@ impl GatewayError {
             | Self::UpstreamTimeout { .. }
             | Self::DeadlinePassed { .. } => "timeout_error",
             Self::CircuitOpen { .. } => "api_error",
+            Self::CredentialExchange {
+                status: 400 | 401 | 403,
+                ..
+            } => "authentication_error",
+            Self::CredentialExchange { .. } => "api_error",
             Self::UpstreamUnreachable { .. } | Self::UpstreamGarbage { .. } | Self::Internal(_) => {
                 "api_error"
             }
@@ -170,6 +187,7 @@ impl GatewayError {
             Self::DeadlinePassed { .. } => "total_timeout",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::UpstreamGarbage { .. } => "upstream_invalid_response",
+            Self::CredentialExchange { .. } => "credential_exchange_failed",
             Self::Internal(_) => "internal_error",
             Self::Plugin(e) => match e {
                 PluginError::Load { .. }
@@ -193,7 +211,7 @@ impl GatewayError {
                 | Self::RequestTimeout { .. }
                 | Self::UpstreamTimeout { .. }
                 | Self::UpstreamGarbage { .. }
-        )
+        ) || matches!(self, Self::CredentialExchange { status, .. } if *status == 0 || *status >= 500)
     }
 
     fn param(&self) -> Option<&str> {

@@ -230,6 +230,7 @@ fn serve(
     let shared = server::Shared {
         plugins,
         targets: Arc::new(sluice::routing::Targets::new(config.breaker.clone())),
+        tokens: Arc::default(),
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");

@@ -131,7 +131,8 @@ fn carried(req: &Value) -> Vec<String> {
 
 fn wire(registry: &Registry, slug: &str, body: &[u8]) -> Result<Value, sluice::GatewayError> {
     let key = Secret::new("k".into());
-    let options = serde_json::Map::new();
+    let mut options = serde_json::Map::new();
+    options.insert("vertex_project_id".into(), json!("p"));
     let headers = HeaderMap::new();
     let call = Call {
         endpoint: Endpoint::Chat,
@@ -144,6 +145,7 @@ fn wire(registry: &Registry, slug: &str, body: &[u8]) -> Result<Value, sluice::G
         query: None,
         proxy_path: "",
         body: Bytes::copy_from_slice(body),
+        token: None,
     };
     let provider = registry.get(slug).expect("registered");
     let req = provider
@@ -153,7 +155,7 @@ fn wire(registry: &Registry, slug: &str, body: &[u8]) -> Result<Value, sluice::G
     Ok(serde_json::from_slice(&req.body).expect("the wire body is JSON"))
 }
 
-const NATIVE: &[&str] = &["anthropic", "google", "cohere", "bedrock"];
+const NATIVE: &[&str] = &["anthropic", "google", "vertex-ai", "cohere", "bedrock"];
 
 #[test]
 fn every_expressible_field_reaches_every_native_provider() {

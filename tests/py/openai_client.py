@@ -123,6 +123,51 @@ def main(base: str, upstream: str) -> None:
     except openai.RateLimitError as e:
         assert e.status_code == 429
 
+    # Every other native adapter: the same SDK calls, each provider's wire
+    # format behind them (the mock speaks them all at the custom host).
+    natives = [
+        ("google", "/v1beta", "gemini-sdk", "sk-python-sdk", {}, "Gemini"),
+        ("cohere", "/v2", "command-sdk", "sk-python-sdk", {}, "Cohere"),
+        (
+            "bedrock",
+            "",
+            "amazon.nova-sdk",
+            "unused",
+            {"x-portkey-aws-access-key-id": "AKIDSDK", "x-portkey-aws-secret-access-key": "s"},
+            "Bedrock",
+        ),
+        ("vertex-ai", "", "gemini-sdk", "ya29.sdk", {"x-portkey-vertex-project-id": "sdk"}, "Gemini"),
+        ("vertex-ai", "", "anthropic.claude-sdk", "ya29.sdk", {"x-portkey-vertex-project-id": "sdk"}, "Claude"),
+    ]
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    for provider, path, model, key, headers, name in natives:
+        sdk = OpenAI(
+            base_url=f"{base}/v1",
+            api_key=key,
+            default_headers={"x-portkey-provider": provider, "x-portkey-custom-host": f"{upstream}{path}", **headers},
+            max_retries=0,
+        )
+        hi = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+        chat = sdk.chat.completions.create(model=model, messages=hi)
+        # (Bedrock's mock echoes the system prompt after its answer.)
+        assert chat.choices[0].message.content.startswith(f"Hello from {name} mock"), (provider, chat)
+        assert chat.choices[0].finish_reason == "stop", (provider, chat)
+        assert chat.usage.total_tokens > 0, (provider, chat)
+        text, usage = "", None
+        for chunk in sdk.chat.completions.create(
+            model=model, messages=hi, stream=True, stream_options={"include_usage": True}
+        ):
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+            if chunk.usage:
+                usage = chunk.usage
+        assert text == f"Hello {name}", (provider, text)
+        assert usage is not None and usage.total_tokens > 0, (provider, usage)
+        called = sdk.chat.completions.create(model=model, messages=hi, tools=tools)
+        call = called.choices[0].message.tool_calls[0]
+        assert call.function.name == "lookup" and call.function.arguments == '{"q":"x"}', (provider, called)
+        assert called.choices[0].finish_reason == "tool_calls", (provider, called)
+
     print("ok")
 
 

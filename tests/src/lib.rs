@@ -97,3 +97,49 @@ pub async fn openai_stream(res: reqwest::Response) -> (Vec<serde_json::Value>, S
         .collect();
     (chunks, content)
 }
+
+/// An Anthropic Messages SSE answer's events (name and data), after checking
+/// that every event's name is its data's `type` and that it ends with
+/// `message_stop`; and the text its `text_delta`s carry.
+pub async fn anthropic_stream(res: reqwest::Response) -> (Vec<serde_json::Value>, String) {
+    let text = res.text().await.unwrap_or_else(|e| panic!("body: {e}"));
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .unwrap_or_else(|| panic!("an event without a name: {block}"));
+        let data = block
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or_else(|| panic!("an event without data: {block}"));
+        let data: serde_json::Value =
+            serde_json::from_str(data).unwrap_or_else(|e| panic!("event {data}: {e}"));
+        assert_eq!(data["type"], name, "{block}");
+        events.push(data);
+    }
+    assert_eq!(
+        events.last().map(|e| e["type"].clone()),
+        Some(serde_json::json!("message_stop")),
+        "{text}"
+    );
+    let content = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    (events, content)
+}
+
+/// POSTs `body` as JSON to `path` of `gw` with `headers`.
+pub async fn post_json(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    let mut req = client().post(gw.at(path)).json(body);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    req.send().await.unwrap_or_else(|e| panic!("send: {e}"))
+}

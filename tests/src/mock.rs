@@ -33,7 +33,10 @@
 //! with typed stream events, `/embed`; `fault:status=CODE` answers
 //! `{"message"}`), and Bedrock's runtime (`/model/ID/converse`,
 //! `/converse-stream` in event-stream frames, `/invoke` for embeddings; the model
-//! `fault-status-CODE` answers `{"message"}`).
+//! `fault-status-CODE` answers `{"message"}`; Claude's InvokeModel and its
+//! stream, and CountTokens), and Vertex AI's (`/projects/…`: a bearer token
+//! from `/token` is required, which verifies a service account's JWT; Claude's
+//! `rawPredict` and `streamRawPredict`, Gemini as above, `:predict` embeddings).
 //!
 //! A chat request that offers tools is answered, in every wire format, with a
 //! call of the first tool with arguments `{"q": "x"}`.
@@ -49,6 +52,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
@@ -215,6 +219,22 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
     }
 
+    if received.path == "/token" {
+        return token_endpoint(&received);
+    }
+    if received.path.contains("/projects/") {
+        if let Some(denied) = vertex_auth(&received.headers) {
+            return denied;
+        }
+        if let Some((_, call)) = received.path.rsplit_once("/publishers/anthropic/models/") {
+            return vertex_claude(call, &json, fault);
+        }
+        if let Some((_, call)) = received.path.rsplit_once("/publishers/google/models/")
+            && let Some(model) = call.strip_suffix(":predict")
+        {
+            return vertex_predict(model, &json);
+        }
+    }
     if received.path.ends_with("/api/chat") || received.path.ends_with("/api/embed") {
         return ollama(&received.path, &json, fault);
     }
@@ -626,7 +646,15 @@ fn anthropic(json: &Value, fault: &str) -> Response {
 
 /// A Messages API event stream: "Hello", " Claude", then the end.
 pub fn anthropic_stream(model: &str) -> String {
-    let events = [
+    anthropic_events(model)
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
+}
+
+/// The events of [`anthropic_stream`], by name.
+pub fn anthropic_events(model: &str) -> Vec<(&'static str, Value)> {
+    vec![
         (
             "message_start",
             json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
@@ -653,11 +681,166 @@ pub fn anthropic_stream(model: &str) -> String {
             json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 2}}),
         ),
         ("message_stop", json!({"type": "message_stop"})),
-    ];
-    events
-        .iter()
-        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
-        .collect()
+    ]
+}
+
+/// A throwaway RSA key (the gateway's Vertex test key) in a service account.
+pub const VERTEX_TEST_KEY: &str = include_str!("../../gateway/src/providers/vertex/test-key.pem");
+
+/// A service account key file whose token endpoint is this mock's `/token`.
+pub fn vertex_service_account(mock: &MockUpstream) -> Value {
+    json!({
+        "type": "service_account", "project_id": "mock-project", "private_key_id": "kid-mock",
+        "private_key": VERTEX_TEST_KEY, "client_email": "gw@mock-project.iam.gserviceaccount.com",
+        "token_uri": mock.url("/token"),
+    })
+}
+
+/// Google's OAuth token endpoint for a service account's JWT (RFC 7523): the
+/// assertion's RS256 signature is checked against the test key's public half,
+/// and its claims against Google's rules. Tokens are `ya29.mock-N`.
+fn token_endpoint(received: &Received) -> Response {
+    let deny = |error: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": error, "error_description": description})),
+        )
+            .into_response()
+    };
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&received.body)
+            .into_owned()
+            .collect();
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return deny("unsupported_grant_type", "Invalid grant_type");
+    }
+    let Some(jwt) = form.get("assertion") else {
+        return deny("invalid_request", "no assertion");
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (Some(header), Some(claims), Some(signature)) = (
+        parts.first().and_then(|p| b64.decode(p).ok()),
+        parts.get(1).and_then(|p| b64.decode(p).ok()),
+        parts.get(2).and_then(|p| b64.decode(p).ok()),
+    ) else {
+        return deny("invalid_grant", "Invalid JWT: malformed");
+    };
+    let der: String = VERTEX_TEST_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let Some(key) = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .ok()
+        .and_then(|der| ring::signature::RsaKeyPair::from_pkcs8(&der).ok())
+    else {
+        return deny("server_error", "the mock's key does not load");
+    };
+    let public = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        key.public().as_ref().to_vec(),
+    );
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    if public.verify(signed.as_bytes(), &signature).is_err() {
+        return deny("invalid_grant", "Invalid JWT Signature.");
+    }
+    let header: Value = serde_json::from_slice(&header).unwrap_or(Value::Null);
+    let claims: Value = serde_json::from_slice(&claims).unwrap_or(Value::Null);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let iat = claims["iat"].as_u64().unwrap_or(0);
+    let exp = claims["exp"].as_u64().unwrap_or(0);
+    let valid = header["alg"] == "RS256"
+        && claims["aud"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("/token"))
+        && claims["scope"] == "https://www.googleapis.com/auth/cloud-platform"
+        && claims["iss"]
+            .as_str()
+            .is_some_and(|i| i.ends_with(".iam.gserviceaccount.com"))
+        && iat <= now + 60
+        && exp > now
+        && exp - iat <= 3600;
+    if !valid {
+        return deny("invalid_grant", "Invalid JWT: claims");
+    }
+    static ISSUED: AtomicUsize = AtomicUsize::new(0);
+    let n = ISSUED.fetch_add(1, Ordering::SeqCst) + 1;
+    axum::Json(json!({"access_token": format!("ya29.mock-{n}"), "expires_in": 3599, "token_type": "Bearer"}))
+        .into_response()
+}
+
+/// Vertex answers 401 in Google's shape without a token it issued.
+fn vertex_auth(headers: &HeaderMap) -> Option<Response> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if token.starts_with("ya29.") {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"code": 401, "status": "UNAUTHENTICATED",
+                "message": "Request had invalid authentication credentials. Expected OAuth 2 access token."}})),
+        )
+            .into_response(),
+    )
+}
+
+/// Claude on Vertex (`rawPredict`, `streamRawPredict`, `count-tokens`): the
+/// Messages API without `model`, with Vertex's `anthropic_version`.
+fn vertex_claude(call: &str, json: &Value, fault: &str) -> Response {
+    // count-tokens names the model in the body; the others in the URL, with
+    // Vertex's `anthropic_version` in the body.
+    let counting = call.starts_with("count-tokens:");
+    let wrong = if counting {
+        json.get("model").is_none()
+    } else {
+        json["anthropic_version"] != "vertex-2023-10-16" || json.get("model").is_some()
+    };
+    if wrong {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": "rawPredict takes anthropic_version: vertex-2023-10-16 and no model; count-tokens a model"}})),
+        )
+            .into_response();
+    }
+    let Some((model, method)) = call.split_once(':') else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if model == "count-tokens" {
+        return axum::Json(json!({"input_tokens": json["messages"].to_string().len() / 4}))
+            .into_response();
+    }
+    if let Some((_, code)) = model.split_once("fault-status-") {
+        return anthropic(json, &format!("status={code}"));
+    }
+    let mut json = json.clone();
+    json["model"] = json!(model);
+    if method == "streamRawPredict" {
+        json["stream"] = json!(true);
+    }
+    anthropic(&json, fault)
+}
+
+/// Vertex's `:predict` for text embeddings.
+fn vertex_predict(model: &str, json: &Value) -> Response {
+    let predictions: Vec<Value> = json["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, _)| json!({"embeddings": {"values": [i as f64, 0.75], "statistics": {"token_count": 2, "truncated": false}}}))
+        .collect();
+    axum::Json(json!({"predictions": predictions, "deployedModelId": model})).into_response()
 }
 
 /// Gemini's API, as its reference documents it.
@@ -793,11 +976,27 @@ pub fn event_frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     m
 }
 
+/// An event-stream answer, sent in pieces of `piece` bytes that split frames,
+/// as a network may.
+fn event_stream(bytes: &[u8], piece: usize) -> Response {
+    let pieces: Vec<Result<Bytes, std::io::Error>> = bytes
+        .chunks(piece)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Response::builder()
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/vnd.amazon.eventstream",
+        )
+        .body(Body::from_stream(futures_util::stream::iter(pieces)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 /// Bedrock's runtime API, as its reference documents it.
 fn bedrock(model: &str, action: &str, json: &Value) -> Response {
     if let Some(code) = model
-        .strip_prefix("fault-status-")
-        .and_then(|c| c.parse::<u16>().ok())
+        .split_once("fault-status-")
+        .and_then(|(_, c)| c.parse::<u16>().ok())
     {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (
@@ -807,7 +1006,38 @@ fn bedrock(model: &str, action: &str, json: &Value) -> Response {
         )
             .into_response();
     }
+    let claude = json["anthropic_version"] == "bedrock-2023-05-31";
     match action {
+        "invoke" if claude => {
+            let mut json = json.clone();
+            json["model"] = json!(model);
+            anthropic(&json, "")
+        }
+        "invoke-with-response-stream" if claude => {
+            let frames: Vec<u8> = anthropic_events(model)
+                .iter()
+                .flat_map(|(_, event)| {
+                    let bytes = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+                    event_frame(
+                        &[
+                            (":event-type", "chunk"),
+                            (":content-type", "application/json"),
+                            (":message-type", "event"),
+                        ],
+                        json!({"bytes": bytes, "p": "abcd"}).to_string().as_bytes(),
+                    )
+                })
+                .collect();
+            event_stream(&frames, 31)
+        }
+        "count-tokens" => {
+            let inner = json["input"]["invokeModel"]["body"]
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .unwrap_or(Value::Null);
+            axum::Json(json!({"inputTokens": inner.to_string().len() / 4})).into_response()
+        }
         "invoke" => {
             axum::Json(json!({"embedding": [0.5, 0.25], "inputTextTokenCount": 2})).into_response()
         }
@@ -840,18 +1070,7 @@ fn bedrock(model: &str, action: &str, json: &Value) -> Response {
                 ),
             ];
             // Sent in pieces that split frames, as a network may.
-            let bytes = frames.concat();
-            let pieces: Vec<Result<Bytes, std::io::Error>> = bytes
-                .chunks(23)
-                .map(|c| Ok(Bytes::copy_from_slice(c)))
-                .collect();
-            Response::builder()
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "application/vnd.amazon.eventstream",
-                )
-                .body(Body::from_stream(futures_util::stream::iter(pieces)))
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            event_stream(&frames.concat(), 23)
         }
         _ if json["toolConfig"]["tools"][0]["toolSpec"]["name"].is_string() => axum::Json(json!({
             "output": {"message": {"role": "assistant", "content": [{"toolUse": {

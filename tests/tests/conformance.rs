@@ -7,6 +7,8 @@ use sluice_tests::{MockUpstream, client, gateway_with_mock, openai_stream};
 
 struct Provider {
     slug: &'static str,
+    /// The model asked for (it picks the API on Vertex AI).
+    model: &'static str,
     /// The custom host's path under the mock.
     base: &'static str,
     /// A model name that makes the mock answer 429.
@@ -16,28 +18,45 @@ struct Provider {
 const PROVIDERS: &[Provider] = &[
     Provider {
         slug: "openai",
+        model: "m-1",
         base: "/v1",
         rate_limited: "fault:status=429",
     },
     Provider {
         slug: "anthropic",
+        model: "m-1",
         base: "/v1",
         rate_limited: "fault:status=429",
     },
     Provider {
         slug: "google",
+        model: "m-1",
         base: "/v1beta",
         rate_limited: "fault-status-429",
     },
     Provider {
         slug: "cohere",
+        model: "m-1",
         base: "/v2",
         rate_limited: "fault:status=429",
     },
     Provider {
         slug: "bedrock",
+        model: "m-1",
         base: "",
         rate_limited: "fault-status-429",
+    },
+    Provider {
+        slug: "vertex-ai",
+        model: "gemini-m-1",
+        base: "",
+        rate_limited: "fault-status-429",
+    },
+    Provider {
+        slug: "vertex-ai",
+        model: "anthropic.claude-m-1",
+        base: "",
+        rate_limited: "claude-fault-status-429",
     },
 ];
 
@@ -53,7 +72,8 @@ async fn send(
         .post(gw.at("/v1/chat/completions"))
         .header("x-portkey-provider", p.slug)
         .header("x-portkey-custom-host", mock.url(p.base))
-        .header("authorization", "Bearer k-conformance")
+        .header("authorization", "Bearer ya29.k-conformance")
+        .header("x-portkey-vertex-project-id", "conformance")
         .header("x-portkey-aws-access-key-id", "AKIDCONFORMANCE")
         .header("x-portkey-aws-secret-access-key", "s")
         .json(&body)
@@ -66,7 +86,8 @@ async fn send(
 async fn every_provider_answers_the_same_requests_in_openai_shape() {
     let (mock, gw) = gateway_with_mock("").await;
     for p in PROVIDERS {
-        let who = p.slug;
+        let who = format!("{} {}", p.slug, p.model);
+        let m = p.model;
         let hi =
             json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]);
 
@@ -75,7 +96,7 @@ async fn every_provider_answers_the_same_requests_in_openai_shape() {
             &gw,
             &mock,
             p,
-            json!({"model": "m-1", "messages": hi, "max_tokens": 50}),
+            json!({"model": m, "messages": hi, "max_tokens": 50}),
         )
         .await;
         assert_eq!(res.status(), 200, "{who}");
@@ -109,7 +130,7 @@ async fn every_provider_answers_the_same_requests_in_openai_shape() {
             &gw,
             &mock,
             p,
-            json!({"model": "m-1", "messages": hi, "stream": true, "stream_options": {"include_usage": true}}),
+            json!({"model": m, "messages": hi, "stream": true, "stream_options": {"include_usage": true}}),
         )
         .await;
         assert_eq!(res.status(), 200, "{who}");
@@ -148,7 +169,7 @@ async fn every_provider_answers_the_same_requests_in_openai_shape() {
             &gw,
             &mock,
             p,
-            json!({"model": "m-1", "messages": hi, "tools": tools, "tool_choice": "auto"}),
+            json!({"model": m, "messages": hi, "tools": tools, "tool_choice": "auto"}),
         )
         .await;
         assert_eq!(res.status(), 200, "{who}");
@@ -172,7 +193,7 @@ async fn every_provider_answers_the_same_requests_in_openai_shape() {
         // An image reaches the wire, in the provider's own form.
         let image = json!([{"role": "user", "content": [{"type": "text", "text": "what is this"},
             {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}")}}]}]);
-        let res = send(&gw, &mock, p, json!({"model": "m-1", "messages": image})).await;
+        let res = send(&gw, &mock, p, json!({"model": m, "messages": image})).await;
         assert_eq!(res.status(), 200, "{who}");
         let sent = mock.last().expect("a request");
         assert!(

@@ -8,19 +8,13 @@ use sluice_tests::{client, gateway_with_mock};
 async fn anthropic_chat_stream_usage_and_errors_through_the_gateway() {
     let (mock, gw) = gateway_with_mock("").await;
     let send = |body: Value| {
+        let headers = vec![
+            ("x-portkey-provider", "anthropic".into()),
+            ("x-portkey-custom-host", mock.url("/v1")),
+            ("authorization", "Bearer sk-ant-e2e".into()),
+        ];
         let gw = &gw;
-        let host = mock.url("/v1");
-        async move {
-            client()
-                .post(gw.at("/v1/chat/completions"))
-                .header("x-portkey-provider", "anthropic")
-                .header("x-portkey-custom-host", host)
-                .header("authorization", "Bearer sk-ant-e2e")
-                .json(&body)
-                .send()
-                .await
-                .expect("send")
-        }
+        async move { sluice_tests::post_json(gw, "/v1/chat/completions", &headers, &body).await }
     };
     let res = send(json!({"model": "claude-x", "messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}))
@@ -135,19 +129,13 @@ async fn count_tokens_reaches_anthropic_and_is_refused_elsewhere_in_anthropics_s
 async fn google_gemini_chat_stream_embeddings_and_errors_through_the_gateway() {
     let (mock, gw) = gateway_with_mock("").await;
     let send = |path: &'static str, body: Value| {
+        let headers = vec![
+            ("x-portkey-provider", "google".into()),
+            ("x-portkey-custom-host", mock.url("/v1beta")),
+            ("authorization", "Bearer AIza-e2e".into()),
+        ];
         let gw = &gw;
-        let host = mock.url("/v1beta");
-        async move {
-            client()
-                .post(gw.at(path))
-                .header("x-portkey-provider", "google")
-                .header("x-portkey-custom-host", host)
-                .header("authorization", "Bearer AIza-e2e")
-                .json(&body)
-                .send()
-                .await
-                .expect("send")
-        }
+        async move { sluice_tests::post_json(gw, path, &headers, &body).await }
     };
     let res = send(
         "/v1/chat/completions",
@@ -222,19 +210,13 @@ async fn google_gemini_chat_stream_embeddings_and_errors_through_the_gateway() {
 async fn cohere_chat_stream_embeddings_rerank_and_errors_through_the_gateway() {
     let (mock, gw) = gateway_with_mock("").await;
     let send = |path: &'static str, body: Value| {
+        let headers = vec![
+            ("x-portkey-provider", "cohere".into()),
+            ("x-portkey-custom-host", mock.url("/v2")),
+            ("authorization", "Bearer co-e2e".into()),
+        ];
         let gw = &gw;
-        let host = mock.url("/v2");
-        async move {
-            client()
-                .post(gw.at(path))
-                .header("x-portkey-provider", "cohere")
-                .header("x-portkey-custom-host", host)
-                .header("authorization", "Bearer co-e2e")
-                .json(&body)
-                .send()
-                .await
-                .expect("send")
-        }
+        async move { sluice_tests::post_json(gw, path, &headers, &body).await }
     };
     let res = send("/v1/chat/completions", json!({"model": "command-a", "top_p": 0.5, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(res.status(), 200);
@@ -298,21 +280,15 @@ async fn cohere_chat_stream_embeddings_rerank_and_errors_through_the_gateway() {
 async fn bedrock_converse_stream_embeddings_and_errors_through_the_gateway() {
     let (mock, gw) = gateway_with_mock("").await;
     let send = |path: &'static str, body: Value| {
+        let headers = vec![
+            ("x-portkey-provider", "bedrock".into()),
+            ("x-portkey-custom-host", mock.url("")),
+            ("x-portkey-aws-access-key-id", "AKIDE2E".into()),
+            ("x-portkey-aws-secret-access-key", "secret-e2e".into()),
+            ("x-portkey-aws-region", "eu-central-1".into()),
+        ];
         let gw = &gw;
-        let host = mock.url("");
-        async move {
-            client()
-                .post(gw.at(path))
-                .header("x-portkey-provider", "bedrock")
-                .header("x-portkey-custom-host", host)
-                .header("x-portkey-aws-access-key-id", "AKIDE2E")
-                .header("x-portkey-aws-secret-access-key", "secret-e2e")
-                .header("x-portkey-aws-region", "eu-central-1")
-                .json(&body)
-                .send()
-                .await
-                .expect("send")
-        }
+        async move { sluice_tests::post_json(gw, path, &headers, &body).await }
     };
     let res = send(
         "/v1/chat/completions",
@@ -401,16 +377,9 @@ async fn the_responses_api_passes_to_openai_and_is_translated_for_chat_only_prov
 
     // A chat-only provider: translated both ways.
     let send = |body: Value| {
+        let headers = vec![("x-portkey-provider", "mock".into())];
         let gw = &gw;
-        async move {
-            client()
-                .post(gw.at("/v1/responses"))
-                .header("x-portkey-provider", "mock")
-                .json(&body)
-                .send()
-                .await
-                .expect("send")
-        }
+        async move { sluice_tests::post_json(gw, "/v1/responses", &headers, &body).await }
     };
     let res = send(
         json!({"model": "m", "instructions": "Be brief.", "input": "hi", "max_output_tokens": 20}),
@@ -459,4 +428,274 @@ async fn the_responses_api_passes_to_openai_and_is_translated_for_chat_only_prov
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["error"]["param"], "previous_response_id");
+}
+
+#[tokio::test]
+async fn bedrock_takes_claude_clients_messages_as_they_are() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let send = |path: &'static str, body: Value| {
+        let headers = vec![
+            ("x-portkey-provider", "bedrock".into()),
+            ("x-portkey-custom-host", mock.url("")),
+            ("x-portkey-aws-access-key-id", "AKIDE2E".into()),
+            ("x-portkey-aws-secret-access-key", "secret-e2e".into()),
+            ("anthropic-version", "2023-06-01".into()),
+        ];
+        let gw = &gw;
+        async move { sluice_tests::post_json(gw, path, &headers, &body).await }
+    };
+    let claude = "anthropic.claude-3-5-haiku-20241022-v1:0";
+    let res = send(
+        "/v1/messages",
+        json!({"model": claude, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["content"][0]["text"], "Hello from Claude mock");
+    let sent = mock.last().expect("a request");
+    assert_eq!(
+        sent.path,
+        format!("/model/{}/invoke", claude.replace(':', "%3A"))
+    );
+    assert_eq!(sent.json()["anthropic_version"], "bedrock-2023-05-31");
+    assert!(
+        sent.headers["authorization"]
+            .to_str()
+            .is_ok_and(|a| a.starts_with("AWS4-HMAC-SHA256"))
+    );
+
+    // Streamed: the InvokeModel event stream, unwrapped into Anthropic's events.
+    let res = send(
+        "/v1/messages",
+        json!({"model": claude, "max_tokens": 20, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let (events, text) = sluice_tests::anthropic_stream(res).await;
+    assert_eq!(text, "Hello Claude");
+    assert_eq!(events[0]["type"], "message_start");
+    assert!(
+        mock.last()
+            .expect("sent")
+            .path
+            .ends_with("/invoke-with-response-stream")
+    );
+
+    let res = send(
+        "/v1/messages/count_tokens",
+        json!({"model": claude, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert!(
+        body["input_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{body}"
+    );
+
+    // A model that is not Claude is served over Converse, translated.
+    let res = send(
+        "/v1/messages",
+        json!({"model": "amazon.nova-lite-v1:0", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["content"][0]["text"], "Hello from Bedrock mock");
+    assert!(mock.last().expect("sent").path.ends_with("/converse"));
+
+    // Bedrock's errors reach Claude clients in Anthropic's shape.
+    let res = send(
+        "/v1/messages",
+        json!({"model": "anthropic.fault-status-429", "max_tokens": 20, "messages": []}),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn vertex_ai_exchanges_a_service_account_and_serves_gemini_claude_and_embeddings() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let account = sluice_tests::mock::vertex_service_account(&mock);
+    let send = |path: &'static str, body: Value, account: Value| {
+        let headers = vec![
+            ("x-portkey-provider", "vertex-ai".into()),
+            ("x-portkey-custom-host", mock.url("")),
+            ("x-portkey-vertex-region", "us-east5".into()),
+            ("x-portkey-vertex-service-account-json", account.to_string()),
+        ];
+        let gw = &gw;
+        async move { sluice_tests::post_json(gw, path, &headers, &body).await }
+    };
+    let tokens = || {
+        mock.received()
+            .iter()
+            .filter(|r| r.path == "/token")
+            .count()
+    };
+    let user = json!([{"role": "user", "content": "hi"}]);
+
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "gemini-2.5-flash", "messages": user}),
+        account.clone(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from Gemini mock"
+    );
+    let sent = mock.last().expect("a request");
+    assert_eq!(
+        sent.path,
+        "/v1/projects/mock-project/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent"
+    );
+    let auth = sent.headers["authorization"]
+        .to_str()
+        .expect("auth")
+        .to_owned();
+    assert!(auth.starts_with("Bearer ya29.mock-"), "{auth}");
+    assert_eq!(tokens(), 1);
+
+    // Claude on Vertex, streamed; the token is reused, not exchanged again.
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "anthropic.claude-sonnet-4@20250514", "stream": true, "messages": user}),
+        account.clone(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let (_, content) = sluice_tests::openai_stream(res).await;
+    assert_eq!(content, "Hello Claude");
+    let sent = mock.last().expect("a request");
+    assert!(
+        sent.path
+            .ends_with("/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict")
+    );
+    assert_eq!(sent.headers["authorization"].to_str().expect("auth"), auth);
+    assert_eq!(tokens(), 1);
+
+    let res = send(
+        "/v1/embeddings",
+        json!({"model": "text-embedding-005", "input": ["a", "b"]}),
+        account.clone(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["data"][1]["embedding"], json!([1.0, 0.75]));
+    assert_eq!(body["usage"]["prompt_tokens"], 4);
+
+    // Claude clients: passed through to rawPredict, streaming included.
+    let res = send(
+        "/v1/messages",
+        json!({"model": "claude-sonnet-4@20250514", "max_tokens": 20, "messages": user}),
+        account.clone(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["content"][0]["text"], "Hello from Claude mock");
+    assert!(mock.last().expect("sent").path.ends_with(":rawPredict"));
+    let res = send(
+        "/v1/messages",
+        json!({"model": "claude-sonnet-4@20250514", "max_tokens": 20, "stream": true, "messages": user}),
+        account.clone(),
+    )
+    .await;
+    let (_, text) = sluice_tests::anthropic_stream(res).await;
+    assert_eq!(text, "Hello Claude");
+    // ... and translated for Gemini.
+    let res = send(
+        "/v1/messages",
+        json!({"model": "gemini-2.5-flash", "max_tokens": 20, "messages": user}),
+        account.clone(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["content"][0]["text"], "Hello from Gemini mock");
+    assert_eq!(tokens(), 1);
+
+    // A service account the token endpoint refuses: a 401 that says why.
+    let mut impostor = account.clone();
+    impostor["client_email"] = json!("someone@example.com");
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "gemini-2.5-flash", "messages": user}),
+        impostor,
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "credential_exchange_failed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("invalid_grant")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("PRIVATE KEY"));
+
+    // A token endpoint that is down: 502, nothing sent to Vertex.
+    let before = mock.received().len();
+    let mut unreachable = account.clone();
+    unreachable["token_uri"] = json!("http://127.0.0.1:9/token");
+    unreachable["client_email"] = json!("other@mock-project.iam.gserviceaccount.com");
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "gemini-2.5-flash", "messages": user}),
+        unreachable,
+    )
+    .await;
+    assert_eq!(res.status(), 502);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "credential_exchange_failed");
+    assert_eq!(mock.received().len(), before);
+}
+
+#[tokio::test]
+async fn vertex_ai_takes_an_access_token_and_a_config_target() {
+    let (mock, gw) = gateway_with_mock("").await;
+    // A config target with Portkey's field names and a ready access token.
+    let config = json!({"provider": "vertex-ai", "api_key": "ya29.from-gcloud", "custom_host": mock.url(""),
+                        "vertex_project_id": "proj-cfg", "vertex_region": "europe-west4"});
+    let res = client()
+        .post(gw.at("/v1/chat/completions"))
+        .header("x-portkey-config", config.to_string())
+        .json(&json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+    let sent = mock.last().expect("a request");
+    assert_eq!(
+        sent.path,
+        "/v1/projects/proj-cfg/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent"
+    );
+    assert_eq!(sent.headers["authorization"], "Bearer ya29.from-gcloud");
+    assert!(mock.received().iter().all(|r| r.path != "/token"));
+
+    // A token Vertex refuses: its 401 in OpenAI's shape.
+    let mut config = config;
+    config["api_key"] = json!("expired");
+    let res = client()
+        .post(gw.at("/v1/chat/completions"))
+        .header("x-portkey-config", config.to_string())
+        .json(&json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+    assert_eq!(body["error"]["type"], "authentication_error");
 }

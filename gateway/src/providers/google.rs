@@ -134,12 +134,13 @@ impl native::Native for Google {
         endpoint: Endpoint,
         options: AnswerOptions,
     ) -> Option<Box<dyn ChunkTranslator>> {
-        if endpoint == Endpoint::Chat {
-            native::translator(Stream::new(options))
-        } else {
-            None
-        }
+        (endpoint == Endpoint::Chat).then(|| chat_stream(options))?
     }
+}
+
+/// The translator of a Gemini SSE stream into chat completion chunks.
+pub fn chat_stream(options: AnswerOptions) -> Option<Box<dyn ChunkTranslator>> {
+    native::translator(Stream::new(options))
 }
 
 /// Text content as Gemini text parts.
@@ -456,22 +457,7 @@ pub fn from_gemini(body: &[u8], options: &AnswerOptions) -> Result<Value, Gatewa
 
 /// An OpenAI embeddings request as `batchEmbedContents`.
 fn to_embed(req: &Map<String, Value>, model: &str) -> Result<Vec<u8>, GatewayError> {
-    let inputs: Vec<&str> = match req.get("input") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .ok_or_else(|| native::bad("`google` embeds text inputs only", "input"))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(native::bad(
-                "`input` must be a string or an array of strings",
-                "input",
-            ));
-        }
-    };
+    let inputs = native::text_inputs(req, "google")?;
     let requests: Vec<Value> = inputs
         .iter()
         .map(|text| {
@@ -505,7 +491,8 @@ fn from_embed(body: &[u8], options: &AnswerOptions) -> Result<Value, GatewayErro
     )
 }
 
-fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
+/// A Gemini error answer in OpenAI's shape.
+pub fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     // The API answers an object, and some gateways in front of it a list of one.
     let e = if v.is_array() {

@@ -23,6 +23,7 @@ fn build(endpoint: Endpoint, body: &Value, headers: &HeaderMap) -> UpstreamReque
         query: None,
         proxy_path: "",
         body: Bytes::from(text),
+        token: None,
     };
     Google::new()
         .expect("spec")
@@ -132,6 +133,7 @@ fn streams_embeddings_and_bad_models_build_the_right_request() {
             query: None,
             proxy_path: "",
             body: Bytes::from(body),
+            token: None,
         };
         let err = p
             .build_request(&call)

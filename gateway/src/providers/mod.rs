@@ -4,7 +4,8 @@
 //! Every provider implements [`Provider`]; the pipeline holds `Arc<dyn Provider>`
 //! from the [`Registry`] and does not know what is behind it. The OpenAI-wire
 //! providers are one implementation driven by data (`catalog.toml`); native
-//! adapters (`anthropic`, `google`, `cohere`, `bedrock`, sharing `native.rs`)
+//! adapters (`anthropic`, `google`, `vertex-ai`, `cohere`, `bedrock`, sharing
+//! `native.rs`)
 //! and wasm provider plugins register into the same registry. Providers build
 //! requests and map answers; they do no I/O — the `upstream` module does.
 //!
@@ -25,6 +26,7 @@ mod openai_compatible;
 pub mod responses;
 mod spec;
 mod sse;
+mod vertex;
 mod wasm;
 
 use std::collections::BTreeMap;
@@ -45,11 +47,13 @@ pub use native::FromChatChunks;
 pub use openai_compatible::OpenAiCompatible;
 pub use spec::{Auth, ProviderSpec};
 pub use sse::SseData;
+pub use vertex::Vertex;
 pub use wasm::WasmProvider;
 
 use crate::GatewayError;
 use crate::config::Secret;
 use crate::config::reader::{Problems, join, toml_document};
+use crate::upstream::TokenSource;
 
 /// The built-in catalog of OpenAI-wire providers.
 pub const CATALOG: &str = include_str!("catalog.toml");
@@ -75,6 +79,8 @@ pub struct Call<'a> {
     pub proxy_path: &'a str,
     /// The body to send, already prepared by the pipeline.
     pub body: Bytes,
+    /// The access token fetched for [`Provider::token_source`], if it asked.
+    pub token: Option<&'a Secret>,
 }
 
 /// An HTTP request for the upstream client to send.
@@ -104,6 +110,21 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
                 endpoint: endpoint.describe(),
             })
         }
+    }
+
+    /// Whether `endpoint` is served natively for `model` (by default, whether
+    /// it is served at all). Bedrock and Vertex AI take Anthropic's Messages
+    /// API as it is only for Claude models; other models get it over chat
+    /// completions.
+    fn serves(&self, endpoint: Endpoint, _model: Option<&str>) -> bool {
+        self.supports(endpoint)
+    }
+
+    /// An access token the call needs first (an OAuth exchange of the
+    /// credentials the call carries); the pipeline fetches it, caches it and
+    /// passes it in [`Call::token`].
+    fn token_source(&self, _call: &Call<'_>) -> Result<Option<TokenSource>, GatewayError> {
+        Ok(None)
     }
 
     /// Builds the upstream request for a call.
@@ -167,8 +188,9 @@ impl Default for AnswerOptions {
 pub type ProviderFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, GatewayError>> + Send + 'a>>;
 
-/// Translates one streamed answer: upstream bytes in (split anywhere), OpenAI
-/// chunk JSON texts out.
+/// Translates one streamed answer: upstream bytes in (split anywhere), event
+/// JSON texts out — OpenAI chunks, or Anthropic's events on the Messages API
+/// (Bedrock's InvokeModel stream); the relay frames them as SSE.
 pub trait ChunkTranslator: Send {
     fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>>;
     /// The stream ended.
@@ -193,6 +215,7 @@ impl Registry {
         registry.register(Arc::new(Google::new()?));
         registry.register(Arc::new(Cohere::new()?));
         registry.register(Arc::new(Bedrock::new()?));
+        registry.register(Arc::new(Vertex::new()?));
         for spec in extra {
             registry.register(Arc::new(OpenAiCompatible::new(spec.clone())));
         }
@@ -287,6 +310,7 @@ mod tests {
             "google",
             "cohere",
             "bedrock",
+            "vertex-ai",
         ] {
             assert!(registry.contains(slug), "{slug} missing");
         }

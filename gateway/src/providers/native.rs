@@ -148,6 +148,19 @@ pub trait Native: Send + Sync + std::fmt::Debug + 'static {
 
     fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError>;
 
+    /// See [`super::Provider::serves`].
+    fn serves(&self, endpoint: Endpoint, _model: Option<&str>) -> bool {
+        Self::ENDPOINTS.contains(&endpoint)
+    }
+
+    /// See [`super::Provider::token_source`].
+    fn token_source(
+        &self,
+        _call: &Call<'_>,
+    ) -> Result<Option<crate::upstream::TokenSource>, GatewayError> {
+        Ok(None)
+    }
+
     /// A 2xx answer in OpenAI's shape; `None` passes it as it is.
     fn answer(
         &self,
@@ -180,6 +193,17 @@ impl<T: Native> super::Provider for T {
 
     fn supports(&self, endpoint: Endpoint) -> bool {
         T::ENDPOINTS.contains(&endpoint)
+    }
+
+    fn serves(&self, endpoint: Endpoint, model: Option<&str>) -> bool {
+        Native::serves(self, endpoint, model)
+    }
+
+    fn token_source(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<Option<crate::upstream::TokenSource>, GatewayError> {
+        Native::token_source(self, call)
     }
 
     fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
@@ -344,4 +368,27 @@ pub fn push_turn(
 pub fn data_url(url: &str) -> Option<(&str, &str)> {
     let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
     Some((meta.strip_suffix(";base64")?, data))
+}
+
+/// An embeddings request's `input` as texts (one string, or a list of them);
+/// token arrays are a 400 for adapters whose API embeds text only.
+pub fn text_inputs<'r>(
+    req: &'r serde_json::Map<String, serde_json::Value>,
+    slug: &str,
+) -> Result<Vec<&'r str>, GatewayError> {
+    use serde_json::Value;
+    match req.get("input") {
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| bad(format!("`{slug}` embeds text inputs only"), "input"))
+            })
+            .collect(),
+        _ => Err(bad(
+            "`input` must be a string or an array of strings",
+            "input",
+        )),
+    }
 }

@@ -272,6 +272,7 @@ mod tests {
             query: None,
             proxy_path: "",
             body: Bytes::from_static(b"{}"),
+            token: None,
         }
     }
 

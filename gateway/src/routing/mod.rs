@@ -80,6 +80,7 @@ impl Target {
             query,
             proxy_path,
             body,
+            token: None,
         }
     }
 }

@@ -33,6 +33,8 @@ use crate::upstream::Upstream;
 pub struct Shared {
     pub plugins: Arc<crate::plugins::Registry>,
     pub targets: Arc<crate::routing::Targets>,
+    /// Providers' access tokens (Vertex AI's), exchanged once for every worker.
+    pub tokens: Arc<crate::upstream::Tokens>,
 }
 
 /// Everything a request handler shares.
@@ -53,7 +55,8 @@ impl AppState {
     /// State for one worker.
     pub fn new(config: Arc<ServerConfig>, shared: &Shared) -> Result<Self, GatewayError> {
         let upstream = Upstream::new(&config.upstream, config.ssrf.clone())
-            .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?
+            .sharing_tokens(shared.tokens.clone());
         Ok(Self {
             config,
             upstream,

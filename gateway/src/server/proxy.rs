@@ -87,10 +87,12 @@ impl Ingress {
 
 /// How a target is called for a client endpoint: Anthropic's Messages API and
 /// OpenAI's Responses API go as they are to providers that serve them, and over
-/// chat completions (converted both ways) to the others.
+/// chat completions (converted both ways) to the others. Whether a provider
+/// serves the format may depend on the `model` (Claude on Bedrock and Vertex).
 fn call_endpoint(
     provider: &dyn crate::providers::Provider,
     endpoint: Endpoint,
+    model: Option<&str>,
 ) -> Result<(Endpoint, Option<Ingress>), GatewayError> {
     let ingress = match endpoint {
         Endpoint::Messages => Some(Ingress::Messages),
@@ -98,13 +100,25 @@ fn call_endpoint(
         _ => None,
     };
     if let Some(ingress) = ingress
-        && !provider.supports(endpoint)
+        && !provider.serves(endpoint, model)
         && provider.supports(Endpoint::Chat)
     {
         return Ok((Endpoint::Chat, Some(ingress)));
     }
     provider.require(endpoint)?;
     Ok((endpoint, None))
+}
+
+/// The model a target is called with: its `override_params`, else the body's.
+fn target_model(target: &Target, body: &[u8]) -> Option<String> {
+    if let Some(Value::String(model)) = target.override_params.get("model") {
+        return Some(model.clone());
+    }
+    #[derive(serde::Deserialize)]
+    struct Model {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Model>(body).ok()?.model
 }
 
 /// A body ready to send, or an answer that ends the request here.
@@ -129,7 +143,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     let metadata = routing::headers_metadata(&parts.headers)?;
     // Before the body is read: a wrong route must not cost a large upload.
     if let Some(provider) = plan.sole_provider(&state.config, &state.plugins)? {
-        call_endpoint(provider.as_ref(), endpoint)?;
+        call_endpoint(provider.as_ref(), endpoint, None)?;
     }
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
 
@@ -226,7 +240,12 @@ impl Attempts for Proxied<'_> {
     type Prepared = Ready;
 
     async fn prepare(&self, target: &Target) -> Result<Step<Ready, Body>, GatewayError> {
-        let (endpoint, ingress) = call_endpoint(target.provider.as_ref(), self.endpoint)?;
+        let model = match self.endpoint {
+            Endpoint::Messages | Endpoint::Responses => target_model(target, &self.bytes),
+            _ => None,
+        };
+        let (endpoint, ingress) =
+            call_endpoint(target.provider.as_ref(), self.endpoint, model.as_deref())?;
         let bytes = match ingress {
             Some(ingress) => Bytes::from(ingress.to_chat(&self.bytes)?),
             None => self.bytes.clone(),
@@ -269,7 +288,7 @@ impl Attempts for Proxied<'_> {
         let provider = &target.provider;
         tracing::Span::current().record("gen_ai.provider.name", provider.slug());
         let path = self.parts.uri.path();
-        let call = target.call(
+        let mut call = target.call(
             ready.endpoint,
             self.parts.method.clone(),
             &self.parts.headers,
@@ -277,6 +296,14 @@ impl Attempts for Proxied<'_> {
             path.strip_prefix("/v1").unwrap_or(path),
             ready.body.clone(),
         );
+        let token;
+        if let Some(source) = provider.token_source(&call)? {
+            token =
+                tokio::time::timeout_at(deadline.at, state.upstream.token(provider.slug(), source))
+                    .await
+                    .map_err(|_| deadline.error())??;
+            call.token = Some(&token);
+        }
         let upstream_req = provider.build_request(&call).await?;
         let response = tokio::time::timeout_at(
             deadline.at,

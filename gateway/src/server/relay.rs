@@ -71,7 +71,13 @@ pub async fn relay(
             return response(
                 status,
                 headers,
-                translated_sse(chunks, translator, provider.slug().to_owned(), streaming),
+                translated_sse(
+                    chunks,
+                    translator,
+                    provider.slug().to_owned(),
+                    streaming,
+                    Framing::of(endpoint),
+                ),
             );
         }
     }
@@ -80,7 +86,12 @@ pub async fn relay(
         // Only an event stream must have a first event; an empty file is a file.
         let chunks = first_chunk(upstream, deadline, provider.slug(), !sse).await?;
         let body = if sse {
-            sse_body(chunks, provider.slug().to_owned(), streaming)
+            sse_body(
+                chunks,
+                provider.slug().to_owned(),
+                streaming,
+                Framing::of(endpoint),
+            )
         } else {
             raw_body(chunks, streaming)
         };
@@ -213,14 +224,56 @@ fn snippet(bytes: &Bytes) -> String {
     }
 }
 
-fn error_event(provider: &str, detail: &str, code: &str) -> Bytes {
-    let event = openai_error(
-        &format!("the stream from `{provider}` broke: {detail}"),
-        "api_error",
-        None,
-        code,
-    );
-    Bytes::from(format!("data: {event}\n\n"))
+/// How a client's stream is framed: OpenAI's `data:` events ending with
+/// `data: [DONE]`, or Anthropic's named events (`event: {type}`), which end
+/// with their own `message_stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    OpenAi,
+    Anthropic,
+}
+
+impl Framing {
+    fn of(endpoint: Endpoint) -> Self {
+        if endpoint.anthropic_format() {
+            Self::Anthropic
+        } else {
+            Self::OpenAi
+        }
+    }
+
+    /// Appends one event (a JSON text) to `out`.
+    fn event(self, out: &mut String, json: &str) {
+        if self == Self::Anthropic {
+            #[derive(serde::Deserialize)]
+            struct Named<'a> {
+                #[serde(borrow, rename = "type")]
+                kind: std::borrow::Cow<'a, str>,
+            }
+            if let Ok(named) = serde_json::from_str::<Named<'_>>(json) {
+                out.push_str("event: ");
+                out.push_str(&named.kind);
+                out.push('\n');
+            }
+        }
+        out.push_str("data: ");
+        out.push_str(json);
+        out.push_str("\n\n");
+    }
+}
+
+fn error_event(provider: &str, detail: &str, code: &str, framing: Framing) -> Bytes {
+    let message = format!("the stream from `{provider}` broke: {detail}");
+    let event = match framing {
+        Framing::OpenAi => openai_error(&message, "api_error", None, code),
+        Framing::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": {"type": "api_error", "message": message},
+        }),
+    };
+    let mut out = String::new();
+    framing.event(&mut out, &event.to_string());
+    Bytes::from(out)
 }
 
 /// Waits (within the deadline) for a stream's first chunk: a stream that fails
@@ -273,13 +326,15 @@ async fn next(chunks: &mut Chunks, idle: Duration) -> Next {
 }
 
 /// An SSE body made by a provider's translator from the upstream's own stream
-/// format: each chunk becomes `data: {chunk}`, then `data: [DONE]`. A broken or
-/// stalled upstream stream, or a failing translator, ends it with an error event.
+/// format: each chunk becomes an event ([`Framing`]), and OpenAI's streams end
+/// with `data: [DONE]`. A broken or stalled upstream stream, or a failing
+/// translator, ends it with an error event.
 fn translated_sse(
     chunks: Chunks,
     translator: Box<dyn ChunkTranslator>,
     provider: String,
     streaming: Streaming,
+    framing: Framing,
 ) -> Body {
     type State = (Chunks, Box<dyn ChunkTranslator>, Streaming);
     let events = futures_util::stream::unfold(
@@ -291,32 +346,37 @@ fn translated_sse(
                 let frame = |chunks: Vec<String>| {
                     let mut out = String::new();
                     for c in chunks {
-                        out.push_str("data: ");
-                        out.push_str(&c);
-                        out.push_str("\n\n");
+                        framing.event(&mut out, &c);
                     }
-                    Bytes::from(out)
+                    out
                 };
                 let translation_failed = |e: &dyn std::fmt::Display| {
                     tracing::warn!(provider = %provider, error = %e, "stream translation failed");
-                    error_event(&provider, &e.to_string(), "stream_translation_error")
+                    error_event(
+                        &provider,
+                        &e.to_string(),
+                        "stream_translation_error",
+                        framing,
+                    )
                 };
                 match next(&mut inner, streaming.idle).await {
                     Next::Chunk(bytes) => match translator.push(&bytes).await {
                         Ok(chunks) => Some((
-                            Ok::<Bytes, std::convert::Infallible>(frame(chunks)),
+                            Ok::<Bytes, std::convert::Infallible>(Bytes::from(frame(chunks))),
                             Some((inner, translator, streaming)),
                         )),
                         Err(e) => Some((Ok(translation_failed(&e)), None)),
                     },
                     Next::Broke(detail, code) => {
                         tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
-                        Some((Ok(error_event(&provider, &detail, code)), None))
+                        Some((Ok(error_event(&provider, &detail, code, framing)), None))
                     }
                     Next::End => match translator.finish().await {
                         Ok(chunks) => {
-                            let mut out = frame(chunks).to_vec();
-                            out.extend_from_slice(b"data: [DONE]\n\n");
+                            let mut out = frame(chunks);
+                            if framing == Framing::OpenAi {
+                                out.push_str("data: [DONE]\n\n");
+                            }
                             Some((Ok(Bytes::from(out)), None))
                         }
                         Err(e) => Some((Ok(translation_failed(&e)), None)),
@@ -330,7 +390,7 @@ fn translated_sse(
 
 /// An SSE body that ends with an error event if the upstream stream breaks or
 /// stalls.
-fn sse_body(chunks: Chunks, provider: String, streaming: Streaming) -> Body {
+fn sse_body(chunks: Chunks, provider: String, streaming: Streaming, framing: Framing) -> Body {
     let events = futures_util::stream::unfold(Some((chunks, streaming)), move |state| {
         let provider = provider.clone();
         async move {
@@ -344,7 +404,7 @@ fn sse_body(chunks: Chunks, provider: String, streaming: Streaming) -> Body {
                     tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
                     // The blank lines end an event the upstream left half-sent.
                     let mut out = b"\n\n".to_vec();
-                    out.extend_from_slice(&error_event(&provider, &detail, code));
+                    out.extend_from_slice(&error_event(&provider, &detail, code, framing));
                     Some((Ok(Bytes::from(out)), None))
                 }
                 Next::End => None,
@@ -366,4 +426,44 @@ fn raw_body(chunks: Chunks, streaming: Streaming) -> Body {
         }
     });
     Body::from_stream(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_clients_get_named_events_and_anthropics_error_shape() {
+        let mut out = String::new();
+        Framing::Anthropic.event(&mut out, r#"{"type":"message_stop"}"#);
+        Framing::OpenAi.event(&mut out, r#"{"object":"chat.completion.chunk"}"#);
+        assert_eq!(
+            out,
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n\
+             data: {\"object\":\"chat.completion.chunk\"}\n\n"
+        );
+        let anthropic = error_event(
+            "bedrock",
+            "reset",
+            "upstream_stream_error",
+            Framing::Anthropic,
+        );
+        let text = std::str::from_utf8(&anthropic).expect("utf-8");
+        let data: serde_json::Value = serde_json::from_str(
+            text.strip_prefix("event: error\ndata: ")
+                .and_then(|t| t.strip_suffix("\n\n"))
+                .expect("one named event"),
+        )
+        .expect("json");
+        assert_eq!(data["error"]["type"], "api_error");
+        assert!(
+            data["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("reset"))
+        );
+        let openai = error_event("openai", "reset", "upstream_stream_error", Framing::OpenAi);
+        assert!(openai.starts_with(b"data: {\"error\""));
+        assert_eq!(Framing::of(Endpoint::Messages), Framing::Anthropic);
+        assert_eq!(Framing::of(Endpoint::Chat), Framing::OpenAi);
+    }
 }

@@ -8,15 +8,17 @@
 //! ignores proxy environment variables so the policy sees the real address.
 
 mod ssrf;
+mod tokens;
 
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, header};
 
 pub use ssrf::{GuardedResolver, Refused, SsrfPolicy, find_refusal};
+pub use tokens::{TokenSource, Tokens};
 
 use crate::GatewayError;
-use crate::config::UpstreamSettings;
+use crate::config::{Secret, UpstreamSettings};
 use crate::providers::UpstreamRequest;
 
 /// The upstream clients.
@@ -25,6 +27,7 @@ pub struct Upstream {
     trusted: reqwest::Client,
     guarded: reqwest::Client,
     policy: Arc<SsrfPolicy>,
+    tokens: Arc<Tokens>,
 }
 
 impl Upstream {
@@ -46,7 +49,31 @@ impl Upstream {
                 .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
                 .build()?,
             policy,
+            tokens: Arc::default(),
         })
+    }
+
+    /// Uses `tokens` as the token cache (one for every worker's clients).
+    pub fn sharing_tokens(mut self, tokens: Arc<Tokens>) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// An access token for a provider's credentials: cached, or exchanged at
+    /// the token endpoint the source names. The endpoint may come from the
+    /// client (a service account's `token_uri`), so the guarded client and
+    /// its policy carry the exchange.
+    pub async fn token(
+        &self,
+        provider: &str,
+        source: TokenSource,
+    ) -> Result<Arc<Secret>, GatewayError> {
+        self.tokens
+            .get(provider, source, |req| async move {
+                let response = self.send(provider, req, true).await?;
+                tokens::read_body(provider, response).await
+            })
+            .await
     }
 
     /// Sends a request. `custom_host` selects the guarded client, after the

@@ -146,12 +146,13 @@ impl native::Native for Anthropic {
         endpoint: Endpoint,
         options: AnswerOptions,
     ) -> Option<Box<dyn ChunkTranslator>> {
-        if endpoint == Endpoint::Chat {
-            native::translator(Stream::new(options))
-        } else {
-            None
-        }
+        (endpoint == Endpoint::Chat).then(|| chat_stream(options))?
     }
+}
+
+/// The translator of a Messages API stream into chat completion chunks.
+pub fn chat_stream(options: AnswerOptions) -> Option<Box<dyn ChunkTranslator>> {
+    native::translator(Stream::new(options))
 }
 
 /// An OpenAI chat request as a Messages API request.
@@ -460,7 +461,7 @@ pub fn from_message(body: &[u8], strict: bool) -> Result<Value, GatewayError> {
 }
 
 /// An Anthropic error answer in OpenAI's shape.
-fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
+pub fn error_body(status: http::StatusCode, body: &[u8]) -> Value {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let kind = parsed["error"]["type"].as_str().unwrap_or("api_error");
     let message = parsed["error"]["message"]

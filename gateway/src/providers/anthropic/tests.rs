@@ -28,6 +28,7 @@ fn call<'a>(
         query: None,
         proxy_path: "/messages/count_tokens",
         body: Bytes::from_static(body.as_bytes()),
+        token: None,
     }
 }
 

@@ -37,6 +37,7 @@ use super::{
 };
 use crate::GatewayError;
 use crate::error::openai_error;
+use crate::providers::messages;
 use crate::providers::native::{self, bad};
 
 const SPEC: &str = r#"
@@ -101,6 +102,37 @@ impl Bedrock {
                 let path = format!("/model/{model}/invoke");
                 native::post_json(&self.transport, call, &path, None, to_embed(&body)?)?
             }
+            Endpoint::Messages | Endpoint::CountTokens => {
+                let mut body = super::body::parse_object(&call.body)?;
+                let model = model_segment(&body)?;
+                let stream = body.remove("stream") == Some(Value::Bool(true));
+                body.remove("model");
+                body.entry("anthropic_version")
+                    .or_insert_with(|| Value::String(ANTHROPIC_VERSION.into()));
+                if let Some(beta) = call
+                    .client_headers
+                    .get("anthropic-beta")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    let flags = beta.split(',').map(|f| Value::String(f.trim().to_owned()));
+                    body.entry("anthropic_beta")
+                        .or_insert_with(|| Value::Array(flags.collect()));
+                }
+                let body =
+                    serde_json::to_vec(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                let (action, body) = match (call.endpoint, stream) {
+                    (Endpoint::CountTokens, _) => {
+                        use base64::Engine as _;
+                        let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+                        let wrapped = json!({"input": {"invokeModel": {"body": encoded}}});
+                        ("count-tokens", wrapped.to_string().into_bytes())
+                    }
+                    (_, true) => ("invoke-with-response-stream", body),
+                    (_, false) => ("invoke", body),
+                };
+                let path = format!("/model/{model}/{action}");
+                native::post_json(&self.transport, call, &path, None, body)?
+            }
             _ => self.transport.build(call)?,
         };
         let access = setting(call, "aws_access_key_id", "aws-access-key-id");
@@ -141,9 +173,30 @@ impl Bedrock {
     }
 }
 
+/// The Messages API version InvokeModel takes in the body.
+const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+
+/// Whether a model id (or ARN, or inference profile) is one of Anthropic's.
+fn claude(model: &str) -> bool {
+    model.contains("anthropic.")
+}
+
 impl native::Native for Bedrock {
     const SLUG: &'static str = "bedrock";
-    const ENDPOINTS: &'static [Endpoint] = &[Endpoint::Chat, Endpoint::Embeddings, Endpoint::Proxy];
+    const ENDPOINTS: &'static [Endpoint] = &[
+        Endpoint::Chat,
+        Endpoint::Embeddings,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::Proxy,
+    ];
+
+    fn serves(&self, endpoint: Endpoint, model: Option<&str>) -> bool {
+        match endpoint {
+            Endpoint::Messages | Endpoint::CountTokens => model.is_some_and(claude),
+            other => Self::ENDPOINTS.contains(&other),
+        }
+    }
 
     fn build(&self, call: &Call<'_>) -> Result<UpstreamRequest, GatewayError> {
         Bedrock::build(self, call)
@@ -158,6 +211,7 @@ impl native::Native for Bedrock {
         match endpoint {
             Endpoint::Chat => from_converse(body, options).map(Some),
             Endpoint::Embeddings => from_embed(body, options).map(Some),
+            Endpoint::CountTokens => from_count_tokens(body).map(Some),
             _ => Ok(None),
         }
     }
@@ -169,7 +223,15 @@ impl native::Native for Bedrock {
         headers: &http::HeaderMap,
         body: &[u8],
     ) -> Option<Value> {
-        (endpoint != Endpoint::Proxy).then(|| error_body(status, headers, body))
+        match endpoint {
+            Endpoint::Proxy => None,
+            // Claude clients get Anthropic's error shape.
+            Endpoint::Messages | Endpoint::CountTokens => Some(messages::error_to_anthropic(
+                status,
+                error_body(status, headers, body).to_string().as_bytes(),
+            )),
+            _ => Some(error_body(status, headers, body)),
+        }
     }
 
     fn stream(
@@ -177,8 +239,11 @@ impl native::Native for Bedrock {
         endpoint: Endpoint,
         options: AnswerOptions,
     ) -> Option<Box<dyn ChunkTranslator>> {
-        (endpoint == Endpoint::Chat)
-            .then(|| Box::new(Stream::new(options)) as Box<dyn ChunkTranslator>)
+        match endpoint {
+            Endpoint::Chat => Some(Box::new(Stream::new(options))),
+            Endpoint::Messages => Some(Box::new(ClaudeEvents::default())),
+            _ => None,
+        }
     }
 }
 
@@ -397,22 +462,7 @@ pub fn from_converse(body: &[u8], options: &AnswerOptions) -> Result<Value, Gate
 
 fn to_embed(req: &Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
     let model = req.get("model").and_then(Value::as_str).unwrap_or_default();
-    let inputs: Vec<&str> = match req.get("input") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .ok_or_else(|| bad("`bedrock` embeds text inputs only", "input"))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(bad(
-                "`input` must be a string or an array of strings",
-                "input",
-            ));
-        }
-    };
+    let inputs = native::text_inputs(req, "bedrock")?;
     let body = if model.contains("cohere.embed") {
         json!({"texts": inputs, "input_type": req.get("input_type").cloned().unwrap_or_else(|| "search_document".into())})
     } else {
@@ -598,6 +648,74 @@ impl ChunkTranslator for Stream {
             _ => Vec::new(),
         };
         Box::pin(std::future::ready(Ok(out)))
+    }
+}
+
+/// CountTokens' answer (`{"inputTokens"}`) as Anthropic's (`{"input_tokens"}`).
+fn from_count_tokens(body: &[u8]) -> Result<Value, GatewayError> {
+    let r: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let tokens = r["inputTokens"]
+        .as_u64()
+        .ok_or_else(|| GatewayError::UpstreamGarbage {
+            provider: "bedrock".into(),
+            detail: "the CountTokens answer has no `inputTokens`".into(),
+        })?;
+    Ok(json!({"input_tokens": tokens}))
+}
+
+/// InvokeModelWithResponseStream for Claude: each `chunk` message carries one
+/// Messages API event, base64-encoded in `{"bytes"}`; out come the events.
+#[derive(Default)]
+struct ClaudeEvents {
+    frames: eventstream::Decoder,
+}
+
+impl ClaudeEvents {
+    fn message(m: &eventstream::Message) -> Result<Option<String>, GatewayError> {
+        use base64::Engine as _;
+        let garbage = |detail: String| GatewayError::UpstreamGarbage {
+            provider: "bedrock".into(),
+            detail,
+        };
+        let e: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+        if m.header(":message-type") == Some("exception") {
+            let kind = m.header(":exception-type").unwrap_or("exception");
+            let message = e["message"].as_str().unwrap_or("stream error");
+            return Err(garbage(format!("{kind}: {message}")));
+        }
+        if m.header(":event-type") != Some("chunk") {
+            return Ok(None);
+        }
+        let bytes = e["bytes"]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok_or_else(|| garbage("a stream chunk has no base64 `bytes`".into()))?;
+        let event =
+            String::from_utf8(bytes).map_err(|_| garbage("a stream chunk is not UTF-8".into()))?;
+        Ok(Some(event))
+    }
+}
+
+impl ChunkTranslator for ClaudeEvents {
+    fn push<'a>(&'a mut self, bytes: &'a [u8]) -> ProviderFuture<'a, Vec<String>> {
+        let result = self
+            .frames
+            .push(bytes)
+            .map_err(|detail| GatewayError::UpstreamGarbage {
+                provider: "bedrock".into(),
+                detail,
+            })
+            .and_then(|messages| {
+                messages
+                    .iter()
+                    .filter_map(|m| Self::message(m).transpose())
+                    .collect()
+            });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn finish(self: Box<Self>) -> ProviderFuture<'static, Vec<String>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
 }
 

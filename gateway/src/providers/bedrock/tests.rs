@@ -25,6 +25,7 @@ fn build(
         query: None,
         proxy_path: "",
         body: Bytes::from(body.to_string()),
+        token: None,
     };
     Bedrock::new()
         .expect("spec")
@@ -141,6 +142,7 @@ fn headers_give_credentials_and_an_api_key_is_a_bearer_token() {
         query: None,
         proxy_path: "",
         body: Bytes::from(json!({"model": "m", "messages": []}).to_string()),
+        token: None,
     };
     let req = Bedrock::new()
         .expect("spec")
@@ -306,6 +308,161 @@ fn converse_stream_frames_become_openai_chunks() {
         .expect_err("exception");
     assert!(
         err.to_string().contains("throttlingException: slow down"),
+        "{err}"
+    );
+}
+
+#[test]
+fn claude_messages_go_to_invoke_model_as_they_are() {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "anthropic-beta",
+        http::HeaderValue::from_static(
+            "token-efficient-tools-2025-02-19, interleaved-thinking-2025-05-14",
+        ),
+    );
+    let messages = json!({"model": "us.anthropic.claude-sonnet-4-20250514-v1:0", "max_tokens": 50,
+        "system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}]});
+    let req = build(Endpoint::Messages, &messages, &Map::new(), &headers);
+    assert_eq!(
+        req.url.as_str(),
+        "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke"
+    );
+    let body: Value = serde_json::from_slice(&req.body).expect("json");
+    assert_eq!(
+        body,
+        json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50, "system": "Be brief.",
+               "messages": [{"role": "user", "content": "Hi"}],
+               "anthropic_beta": ["token-efficient-tools-2025-02-19", "interleaved-thinking-2025-05-14"]})
+    );
+    let mut stream = messages.clone();
+    stream["stream"] = json!(true);
+    let req = build(Endpoint::Messages, &stream, &Map::new(), &HeaderMap::new());
+    assert!(req.url.path().ends_with("/invoke-with-response-stream"));
+    let body: Value = serde_json::from_slice(&req.body).expect("json");
+    assert!(body.get("stream").is_none() && body.get("model").is_none());
+
+    // count_tokens wraps the InvokeModel body, base64-encoded.
+    let req = build(
+        Endpoint::CountTokens,
+        &messages,
+        &Map::new(),
+        &HeaderMap::new(),
+    );
+    assert!(req.url.path().ends_with("/count-tokens"));
+    let body: Value = serde_json::from_slice(&req.body).expect("json");
+    use base64::Engine as _;
+    let inner = base64::engine::general_purpose::STANDARD
+        .decode(body["input"]["invokeModel"]["body"].as_str().expect("body"))
+        .expect("base64");
+    let inner: Value = serde_json::from_slice(&inner).expect("json");
+    assert_eq!(inner["anthropic_version"], "bedrock-2023-05-31");
+    assert_eq!(inner["messages"], messages["messages"]);
+    let b = Bedrock::new().expect("spec");
+    assert_eq!(
+        native::Native::answer(
+            &b,
+            Endpoint::CountTokens,
+            br#"{"inputTokens": 17}"#,
+            &AnswerOptions::default()
+        )
+        .expect("mapped"),
+        Some(json!({"input_tokens": 17}))
+    );
+
+    // Only Claude models take the Messages API as it is.
+    assert!(Provider::serves(
+        &b,
+        Endpoint::Messages,
+        Some("anthropic.claude-3-5-haiku-20241022-v1:0")
+    ));
+    assert!(!Provider::serves(
+        &b,
+        Endpoint::Messages,
+        Some("meta.llama3-70b-instruct-v1:0")
+    ));
+    assert!(!Provider::serves(&b, Endpoint::Messages, None));
+
+    // Errors come back in Anthropic's shape.
+    let mut err_headers = HeaderMap::new();
+    err_headers.insert(
+        "x-amzn-errortype",
+        http::HeaderValue::from_static("ValidationException:http://internal.amazon.com/"),
+    );
+    let out = native::Native::error(
+        &b,
+        Endpoint::Messages,
+        http::StatusCode::BAD_REQUEST,
+        &err_headers,
+        br#"{"message": "max_tokens: field required"}"#,
+    )
+    .expect("mapped");
+    assert_eq!(out["type"], "error");
+    assert_eq!(out["error"]["type"], "invalid_request_error");
+    assert_eq!(out["error"]["message"], "max_tokens: field required");
+}
+
+#[test]
+fn an_invoke_model_stream_becomes_anthropics_events() {
+    use base64::Engine as _;
+    let b64 = |v: Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    let chunk = |event: Value| {
+        encode(
+            &[
+                (":event-type", "chunk"),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            json!({"bytes": b64(event), "p": "abcdefghij"})
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude", "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 3}}),
+    ];
+    let bytes: Vec<u8> = events.iter().cloned().flat_map(chunk).collect();
+    for split in [1, 7, 64, bytes.len()] {
+        let mut t = native::Native::stream(
+            &Bedrock::new().expect("spec"),
+            Endpoint::Messages,
+            AnswerOptions::default(),
+        )
+        .expect("translator");
+        let mut out = Vec::new();
+        for piece in bytes.chunks(split) {
+            out.extend(t.push(piece).now_or_never().expect("ready").expect("ok"));
+        }
+        let parsed: Vec<Value> = out
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("json"))
+            .collect();
+        assert_eq!(parsed, events, "split {split}");
+    }
+    let mut t = native::Native::stream(
+        &Bedrock::new().expect("spec"),
+        Endpoint::Messages,
+        AnswerOptions::default(),
+    )
+    .expect("translator");
+    let exception = encode(
+        &[
+            (":exception-type", "throttlingException"),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
+        br#"{"message": "Too many requests"}"#,
+    );
+    let err = t
+        .push(&exception)
+        .now_or_never()
+        .expect("ready")
+        .expect_err("exception");
+    assert!(
+        err.to_string()
+            .contains("throttlingException: Too many requests"),
         "{err}"
     );
 }
