@@ -699,3 +699,58 @@ async fn vertex_ai_takes_an_access_token_and_a_config_target() {
     assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
     assert_eq!(body["error"]["type"], "authentication_error");
 }
+
+#[tokio::test]
+async fn guardrails_apply_to_claude_clients_passed_through_and_translated() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let send = |provider: &'static str, mut config: Value, text: &'static str| {
+        config["provider"] = json!(provider);
+        config["custom_host"] = json!(mock.url("/v1"));
+        config["api_key"] = json!("sk-guard");
+        let headers = vec![("x-portkey-config", config.to_string())];
+        let gw = &gw;
+        async move {
+            let body = json!({"model": "claude-x", "max_tokens": 20, "system": "Be brief.",
+                              "messages": [{"role": "user", "content": text}]});
+            sluice_tests::post_json(gw, "/v1/messages", &headers, &body).await
+        }
+    };
+    let deny = json!({"input_guardrails": [{"deny": true, "blocklist": {"words": ["forbidden"]}}]});
+    for provider in ["anthropic", "mock"] {
+        let res = send(provider, deny.clone(), "a forbidden word").await;
+        assert_eq!(res.status(), 446, "{provider}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(
+            body["hook_results"]["before_request_hooks"][0]["verdict"], false,
+            "{provider}: {body}"
+        );
+    }
+    assert!(
+        mock.received().is_empty(),
+        "a denied request reached an upstream"
+    );
+
+    // Output checks that fail without deny: 246, the answer in Anthropic's
+    // shape, and the verdicts with it.
+    let flag = json!({"input_guardrails": [{"blocklist": {"words": ["nothing-here"]}}],
+                      "output_guardrails": [{"blocklist": {"words": ["Hello"]}}]});
+    for (provider, text) in [
+        ("anthropic", "Hello from Claude mock"),
+        ("mock", "Hello from mock"),
+    ] {
+        let res = send(provider, flag.clone(), "hi").await;
+        assert_eq!(res.status(), 246, "{provider}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["type"], "message", "{provider}: {body}");
+        assert_eq!(body["content"][0]["text"], text, "{provider}: {body}");
+        let results = &body["hook_results"];
+        assert_eq!(
+            results["before_request_hooks"][0]["verdict"], true,
+            "{provider}: {body}"
+        );
+        assert_eq!(
+            results["after_request_hooks"][0]["verdict"], false,
+            "{provider}: {body}"
+        );
+    }
+}

@@ -57,10 +57,11 @@ pub struct StageResult {
     pub rewritten: bool,
 }
 
-/// Whether guardrails apply to an endpoint (chat, completions, embeddings).
+/// Whether guardrails apply to an endpoint: chat, completions and Anthropic's
+/// Messages API both ways, embeddings on the way in.
 pub fn applies(endpoint: Endpoint, after: bool) -> bool {
     match endpoint {
-        Endpoint::Chat | Endpoint::Completions => true,
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Messages => true,
         Endpoint::Embeddings => !after,
         _ => false,
     }

@@ -1,6 +1,8 @@
 //! The text of a request's messages (or a response's choices) as ordered
 //! segments, each with where it came from, so a guardrail's rewrite can be put
-//! back in place.
+//! back in place. OpenAI's chat, completions and embeddings shapes, and
+//! Anthropic's Messages API (its `system`, text blocks in `messages`, and an
+//! answer's `content` blocks).
 
 use std::borrow::Cow;
 
@@ -23,6 +25,9 @@ pub struct RequestText {
 struct Shape<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    /// Anthropic's system prompt.
+    #[serde(default)]
+    system: Option<Texts>,
     #[serde(default)]
     messages: Option<Vec<Message>>,
     #[serde(default)]
@@ -170,6 +175,17 @@ impl RequestText {
             model: shape.model.map(Cow::into_owned),
             segments: Vec::new(),
         };
+        match shape.system {
+            Some(Texts::One(t)) => out.segments.push(("system".to_owned(), t)),
+            Some(Texts::Many(parts)) => {
+                for part in parts {
+                    if let Item::Part { text: Some(t) } = part {
+                        out.segments.push(("system".to_owned(), t));
+                    }
+                }
+            }
+            _ => {}
+        }
         for m in shape.messages.into_iter().flatten() {
             let role = m.role.as_deref().unwrap_or("user");
             match m.content {
@@ -216,6 +232,12 @@ enum Place {
     Choice(usize),
     /// `choices[i].text`.
     ChoiceText(usize),
+    /// Anthropic's `system` is the string.
+    System,
+    /// Anthropic's `system[j].text`.
+    SystemPart(usize),
+    /// An Anthropic answer's `content[j].text`.
+    Block(usize),
 }
 
 /// Segments of one body: (role, text) in order, and where each came from.
@@ -234,6 +256,17 @@ impl Segments {
     /// The text of a request: chat messages, a completion prompt, embeddings input.
     pub fn of_request(body: &Map<String, Value>) -> Self {
         let mut s = Self::default();
+        match body.get("system") {
+            Some(Value::String(t)) => s.push("system", t, Place::System),
+            Some(Value::Array(parts)) => {
+                for (j, part) in parts.iter().enumerate() {
+                    if let Some(t) = part.get("text").and_then(Value::as_str) {
+                        s.push("system", t, Place::SystemPart(j));
+                    }
+                }
+            }
+            _ => {}
+        }
         if let Some(messages) = body.get("messages").and_then(Value::as_array) {
             for (i, m) in messages.iter().enumerate() {
                 let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
@@ -266,9 +299,17 @@ impl Segments {
         s
     }
 
-    /// The text of a response: each choice's message content or text.
+    /// The text of a response: each choice's message content or text, or an
+    /// Anthropic message's text blocks.
     pub fn of_response(body: &Map<String, Value>) -> Self {
         let mut s = Self::default();
+        if let Some(Value::Array(blocks)) = body.get("content") {
+            for (j, block) in blocks.iter().enumerate() {
+                if let Some(t) = block.get("text").and_then(Value::as_str) {
+                    s.push("assistant", t, Place::Block(j));
+                }
+            }
+        }
         for (i, c) in body
             .get("choices")
             .and_then(Value::as_array)
@@ -310,6 +351,15 @@ impl Segments {
                     .get_mut("choices")
                     .and_then(|c| c.get_mut(*i))
                     .and_then(|c| c.get_mut("text")),
+                Place::System => body.get_mut("system"),
+                Place::SystemPart(j) => body
+                    .get_mut("system")
+                    .and_then(|s| s.get_mut(*j))
+                    .and_then(|p| p.get_mut("text")),
+                Place::Block(j) => body
+                    .get_mut("content")
+                    .and_then(|c| c.get_mut(*j))
+                    .and_then(|b| b.get_mut("text")),
             };
             if let Some(slot) = slot {
                 *slot = Value::String(text.clone());
@@ -358,5 +408,39 @@ mod tests {
         assert_eq!(s.items, [("assistant".into(), "out".into())]);
         s.apply(&mut res, &["OUT".into()]);
         assert_eq!(res["choices"][0]["message"]["content"], "OUT");
+    }
+
+    #[test]
+    fn anthropic_messages_and_answers_round_trip_through_rewrites() {
+        let text = json!({"model": "claude", "system": [{"type": "text", "text": "be nice"}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}]},
+                {"role": "assistant", "content": "hello"}]});
+        let mut body = obj(text.clone());
+        let s = Segments::of_request(&body);
+        let expected: Vec<(String, String)> = vec![
+            ("system".into(), "be nice".into()),
+            ("user".into(), "hi".into()),
+            ("assistant".into(), "hello".into()),
+        ];
+        assert_eq!(s.items, expected);
+        // The byte reader sees the same segments.
+        let read = RequestText::read(text.to_string().as_bytes()).expect("reads");
+        assert_eq!(read.segments, expected);
+        s.apply(&mut body, &["S".into(), "U".into(), "A".into()]);
+        assert_eq!(body["system"][0]["text"], "S");
+        assert_eq!(body["messages"][0]["content"][0]["text"], "U");
+        assert_eq!(body["messages"][1]["content"], "A");
+        let mut plain = obj(json!({"system": "be nice", "messages": []}));
+        Segments::of_request(&plain).apply(&mut plain, &["S".into()]);
+        assert_eq!(plain["system"], "S");
+
+        let mut answer = obj(json!({"type": "message", "content": [
+            {"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "out"}]}));
+        let s = Segments::of_response(&answer);
+        assert_eq!(s.items, [("assistant".into(), "out".into())]);
+        s.apply(&mut answer, &["OUT".into()]);
+        assert_eq!(answer["content"][1]["text"], "OUT");
+        assert_eq!(answer["content"][0]["thinking"], "hm");
     }
 }

@@ -395,7 +395,7 @@ async fn back_to(
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| GatewayError::Internal(format!("cannot re-read the answer: {e}")))?;
-    let converted = match (ingress, parts.status.is_success()) {
+    let mut converted = match (ingress, parts.status.is_success()) {
         (Ingress::Messages, true) => messages::chat_to_message(&bytes)?,
         (Ingress::Messages, false) => messages::error_to_anthropic(parts.status, &bytes),
         (Ingress::Responses, true) => responses::chat_to_response(&bytes)?,
@@ -404,6 +404,12 @@ async fn back_to(
             return Ok(Response::from_parts(parts, Body::from(bytes)));
         }
     };
+    // Guardrails' verdicts (on a 246 answer or a 446 refusal) stay with it.
+    if let Some(results) = hook_results(&bytes)
+        && let Some(object) = converted.as_object_mut()
+    {
+        object.insert("hook_results".into(), results);
+    }
     parts.headers.insert(
         CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -412,6 +418,21 @@ async fn back_to(
         parts,
         Body::from(converted.to_string()),
     ))
+}
+
+/// The `hook_results` of a JSON answer, if the guardrails added them.
+fn hook_results(answer: &[u8]) -> Option<Value> {
+    const KEY: &[u8] = b"\"hook_results\"";
+    if !answer.windows(KEY.len()).any(|w| w == KEY) {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct WithResults {
+        hook_results: Option<Value>,
+    }
+    serde_json::from_slice::<WithResults>(answer)
+        .ok()?
+        .hook_results
 }
 
 /// A JSON object's text with one more member, without parsing it again (the
