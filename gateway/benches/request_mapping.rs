@@ -178,5 +178,102 @@ fn engine(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, mapping, engine);
+/// Native adapters' request building (the OpenAI body read and rewritten in
+/// the provider's format, SigV4 for Bedrock), and Vertex AI's token: a cache
+/// hit, and the RSA-signed JWT a miss costs.
+fn native(c: &mut Criterion) {
+    let config = ServerConfig::defaults().expect("defaults");
+    let cache = routing::ConfigCache::default();
+    let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
+    let none = HeaderMap::new();
+    let cases = [
+        (
+            "build/anthropic",
+            r#"{"provider":"anthropic","api_key":"k"}"#,
+        ),
+        ("build/google", r#"{"provider":"google","api_key":"k"}"#),
+        ("build/cohere", r#"{"provider":"cohere","api_key":"k"}"#),
+        (
+            "build/bedrock_sigv4",
+            r#"{"provider":"bedrock","aws_access_key_id":"AKID","aws_secret_access_key":"s","aws_region":"us-east-1"}"#,
+        ),
+        (
+            "build/vertex_gemini",
+            r#"{"provider":"vertex-ai","api_key":"ya29.t","vertex_project_id":"p"}"#,
+        ),
+    ];
+    for (name, target) in cases {
+        let h = headers(&[("x-portkey-config", target)]);
+        let target = routing::plan(&config, &cache, &plugins, &h)
+            .and_then(|p| p.first_target(&config, &plugins, &h))
+            .expect("plan");
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let call = target.call(
+                    Endpoint::Chat,
+                    Method::POST,
+                    &none,
+                    None,
+                    "",
+                    Bytes::from_static(BODY),
+                );
+                target
+                    .provider
+                    .build_request(black_box(&call))
+                    .now_or_never()
+                    .map(|r| r.map(|r| r.body.len()))
+            })
+        });
+    }
+
+    let account = serde_json::json!({
+        "client_email": "bench@p.iam.gserviceaccount.com", "project_id": "p",
+        "private_key": include_str!("../src/providers/vertex/test-key.pem"),
+    });
+    let h = headers(&[
+        ("x-portkey-provider", "vertex-ai"),
+        (
+            "x-portkey-vertex-service-account-json",
+            &account.to_string(),
+        ),
+    ]);
+    let target = routing::plan(&config, &cache, &plugins, &h)
+        .and_then(|p| p.first_target(&config, &plugins, &h))
+        .expect("plan");
+    let source = || {
+        let call = target.call(
+            Endpoint::Chat,
+            Method::POST,
+            &h,
+            None,
+            "",
+            Bytes::from_static(BODY),
+        );
+        target
+            .provider
+            .token_source(&call)
+            .expect("valid")
+            .expect("a service account")
+    };
+    c.bench_function("vertex/token_miss_sign_jwt", |b| {
+        b.iter(|| (source().request)().map(|r| r.body.len()))
+    });
+    let tokens = sluice::upstream::Tokens::default();
+    let answer = || async {
+        Ok((
+            http::StatusCode::OK,
+            Bytes::from_static(br#"{"access_token":"ya29.x","expires_in":3599}"#),
+        ))
+    };
+    c.bench_function("vertex/token_hit", |b| {
+        b.iter(|| {
+            tokens
+                .get("vertex-ai", source(), |_| answer())
+                .now_or_never()
+                .map(|t| t.map(|t| t.expose().len()))
+        })
+    });
+}
+
+criterion_group!(benches, mapping, engine, native);
 criterion_main!(benches);
