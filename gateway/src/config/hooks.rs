@@ -3,11 +3,13 @@
 //! request, `after_request_hooks` + `output_guardrails` + `output_mutators` after
 //! the answer. Read once when a config is loaded; requests share them.
 //!
-//! Forms: a full hook `{"id", "type", "deny", "on_error", "checks": [{"id",
+//! Forms: a full hook `{"id", "type", "deny", "async", "sequential",
+//! "on_error" | "failOnError", "on_fail", "on_success", "checks": [{"id",
 //! "parameters"}]}`; a shorthand object whose keys other than the hook settings
 //! are check ids with their parameters (`{"deny": true, "blocklist": {...}}`); or a
 //! bare check id (`"blocklist"`). A check id names a plugin (`default.` may prefix
-//! it).
+//! it). Hooks in `input_mutators` / `output_mutators`, and hooks of `"type":
+//! "mutator"`, are mutators.
 
 use std::sync::Arc;
 
@@ -25,12 +27,24 @@ pub struct CheckSpec {
 }
 
 /// One hook.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HookSpec {
     pub id: String,
     pub deny: bool,
     /// A plugin failure counts as a failed check (else as a pass).
     pub fail_closed: bool,
+    /// A mutator: mutators run one after another, each on the text the one
+    /// before it left, before the stage's guardrails.
+    pub mutator: bool,
+    /// Its checks run in order, each on the text the one before it left
+    /// (else in parallel, on the same text).
+    pub sequential: bool,
+    /// Runs beside the request without holding it: its verdict is logged and
+    /// counted, never applied.
+    pub detached: bool,
+    /// Portkey's feedback objects, reported with the hook's result.
+    pub on_fail: Option<Value>,
+    pub on_success: Option<Value>,
     pub checks: Vec<CheckSpec>,
 }
 
@@ -65,6 +79,7 @@ const HOOK_KEYS: &[&str] = &[
     "on_fail",
     "on_success",
     "on_error",
+    "failOnError",
     "checks",
     "name",
 ];
@@ -77,19 +92,24 @@ fn check(id: &str, parameters: Option<&Value>) -> CheckSpec {
     }
 }
 
-fn hook(value: &Value, default_id: String) -> Option<HookSpec> {
+fn hook(value: &Value, default_id: String, mutator: bool) -> Option<HookSpec> {
     match value {
         Value::String(id) => Some(HookSpec {
             id: default_id,
-            deny: false,
-            fail_closed: false,
+            mutator,
             checks: vec![check(id, None)],
+            ..HookSpec::default()
         }),
         Value::Object(o) => {
-            let deny = o.get("deny").and_then(Value::as_bool).unwrap_or(false);
-            let fail_closed = match o.get("on_error").and_then(Value::as_str) {
-                Some("fail-open") => false,
-                Some("fail-closed") => true,
+            let flag = |key: &str| o.get(key).and_then(Value::as_bool);
+            let deny = flag("deny").unwrap_or(false);
+            let fail_closed = match (
+                o.get("on_error").and_then(Value::as_str),
+                flag("failOnError"),
+            ) {
+                (Some("fail-open"), _) => false,
+                (Some("fail-closed"), _) => true,
+                (_, Some(fail)) => fail,
                 _ => deny,
             };
             let checks = match o.get("checks").and_then(Value::as_array) {
@@ -103,6 +123,7 @@ fn hook(value: &Value, default_id: String) -> Option<HookSpec> {
                     .map(|(k, v)| check(k, Some(v)))
                     .collect(),
             };
+            let feedback = |key: &str| o.get(key).filter(|v| !v.is_null()).cloned();
             Some(HookSpec {
                 id: o
                     .get("id")
@@ -110,6 +131,11 @@ fn hook(value: &Value, default_id: String) -> Option<HookSpec> {
                     .map_or(default_id, str::to_owned),
                 deny,
                 fail_closed,
+                mutator: mutator || o.get("type").and_then(Value::as_str) == Some("mutator"),
+                sequential: flag("sequential").unwrap_or(false),
+                detached: flag("async").unwrap_or(false),
+                on_fail: feedback("on_fail"),
+                on_success: feedback("on_success"),
                 checks,
             })
         }
@@ -117,14 +143,15 @@ fn hook(value: &Value, default_id: String) -> Option<HookSpec> {
     }
 }
 
-/// A stage's hooks from its lists (already shape-checked), in order.
-pub fn stage(lists: &[Option<&Vec<Value>>], stage: &str) -> Arc<[HookSpec]> {
+/// A stage's hooks from its lists (already shape-checked), in order: the full
+/// hooks, the guardrail shorthands, and the mutator shorthands.
+pub fn stage(lists: &[Option<&Vec<Value>>; 3], stage: &str) -> Arc<[HookSpec]> {
     lists
         .iter()
-        .flatten()
-        .flat_map(|l| l.iter())
         .enumerate()
-        .filter_map(|(i, v)| hook(v, format!("{stage}_{i}")))
+        .flat_map(|(n, l)| l.iter().flat_map(|l| l.iter()).map(move |v| (n == 2, v)))
+        .enumerate()
+        .filter_map(|(i, (mutator, v))| hook(v, format!("{stage}_{i}"), mutator))
         .collect()
 }
 
@@ -153,5 +180,28 @@ mod tests {
         assert_eq!(before[2].checks[0].id, "default.blocklist");
         assert_eq!(before[2].checks[0].plugin, "blocklist");
         assert!(before[2].fail_closed && !before[2].deny);
+        assert!(
+            !before
+                .iter()
+                .any(|h| h.mutator || h.sequential || h.detached)
+        );
+    }
+
+    #[test]
+    fn mutators_order_async_and_feedback() {
+        let full = vec![
+            json!({"id": "m", "type": "mutator", "sequential": true,
+            "checks": [{"id": "a"}, {"id": "b"}]}),
+            json!({"id": "bg", "async": true, "failOnError": true, "checks": [{"id": "a"}],
+                   "on_fail": {"value": -1, "weight": 1}, "on_success": {"value": 1}}),
+        ];
+        let mutators = vec![json!({"default.blocklist": {"words": ["x"], "mode": "redact"}})];
+        let before = stage(&[Some(&full), None, Some(&mutators)], "before_request");
+        assert!(before[0].mutator && before[0].sequential && !before[0].detached);
+        assert!(before[1].detached && before[1].fail_closed && !before[1].mutator);
+        assert_eq!(before[1].on_fail, Some(json!({"value": -1, "weight": 1})));
+        assert_eq!(before[1].on_success, Some(json!({"value": 1})));
+        assert!(before[2].mutator, "input_mutators are mutators");
+        assert_eq!(before[2].id, "before_request_2");
     }
 }

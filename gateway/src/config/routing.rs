@@ -537,16 +537,40 @@ fn cache(p: &mut Problems, path: &str, value: &Value) -> Option<Cache> {
     })
 }
 
+/// A hook's own settings, checked where they are given.
+fn hook_settings(p: &mut Problems, path: &str, value: &Value) {
+    let Some(o) = Obj::new(p, path, value) else {
+        return;
+    };
+    if o.get("type").is_some() {
+        o.choice(p, "type", &["guardrail", "mutator"]);
+    }
+    if o.get("on_error").is_some() {
+        o.choice(p, "on_error", &["fail-open", "fail-closed"]);
+    }
+    for key in ["deny", "async", "sequential", "failOnError"] {
+        o.bool(p, key);
+    }
+    for key in ["on_fail", "on_success"] {
+        if o.get(key).is_some_and(|v| !v.is_object() && !v.is_null()) {
+            p.push(
+                &o.path_of(key),
+                "expected a feedback object ({\"value\", \"weight\", \"metadata\"})",
+            );
+        }
+    }
+}
+
 fn hooks(p: &mut Problems, o: &Obj<'_, '_>) -> Hooks {
     // Full hooks take objects; the shorthands also take bare check ids.
     let full = |p: &mut Problems, key: &str| -> Option<Vec<Value>> {
         let items = o.array(p, key)?;
         for (i, item) in items.iter().enumerate() {
-            if !item.is_object() {
-                p.push(
-                    &join(&o.path_of(key), &format!("[{i}]")),
-                    "expected a hook object",
-                );
+            let at = join(&o.path_of(key), &format!("[{i}]"));
+            if item.is_object() {
+                hook_settings(p, &at, item);
+            } else {
+                p.push(&at, "expected a hook object");
             }
         }
         Some(items.clone())
@@ -554,11 +578,11 @@ fn hooks(p: &mut Problems, o: &Obj<'_, '_>) -> Hooks {
     let short = |p: &mut Problems, key: &str| -> Option<Vec<Value>> {
         let items = o.array(p, key)?;
         for (i, item) in items.iter().enumerate() {
-            if !(item.is_object() || item.is_string()) {
-                p.push(
-                    &join(&o.path_of(key), &format!("[{i}]")),
-                    "expected a guardrail id or a check object",
-                );
+            let at = join(&o.path_of(key), &format!("[{i}]"));
+            if item.is_object() {
+                hook_settings(p, &at, item);
+            } else if !item.is_string() {
+                p.push(&at, "expected a guardrail id or a check object");
             }
         }
         Some(items.clone())

@@ -1,26 +1,43 @@
 //! Guardrails: Portkey's hooks, run by guardrail plugins.
 //!
-//! A config's `before_request_hooks` / `input_guardrails` run on the request
-//! before it leaves; `after_request_hooks` / `output_guardrails` on a complete
-//! 2xx answer before it returns (streamed answers are not checked yet); the
-//! config module reads the hook lists into [`Hooks`]. Hooks of a stage run in
-//! parallel, and so do the checks in a hook. A check names a guardrail plugin by
-//! its name (`default.` may prefix it); its `parameters` are the plugin's
-//! configuration, validated by the plugin once per plugin version.
+//! A config's `before_request_hooks` / `input_guardrails` / `input_mutators` run
+//! on the request before it leaves; `after_request_hooks` / `output_guardrails` /
+//! `output_mutators` on a complete 2xx answer before it returns (streamed
+//! answers are not checked yet); the config module reads the hook lists into
+//! [`Hooks`]. A check names a guardrail plugin by its name (`default.` may
+//! prefix it); its `parameters` are the plugin's configuration, validated by
+//! the plugin once per plugin version.
+//!
+//! Order: a stage's mutators (`type: "mutator"`, or the `*_mutators` lists) run
+//! first, one after another, each on the text the one before left; then its
+//! guardrails, in parallel, on the mutated text — so a redaction is in place
+//! before anything judges the text. Within a hook, checks run in parallel on
+//! the same text, or in order each on the text the one before left when the
+//! hook is `sequential`. A hook with `async: true` runs beside the request on
+//! the stage's input: its verdict is logged and counted, never applied or
+//! reported in `hook_results` (Portkey ignores the flag).
 //!
 //! Verdicts as Portkey's: a failed hook with `deny: true` answers 446 with
 //! `hook_results` (no upstream call for a before hook); a failed hook without
 //! deny lets the request through and the answer's status becomes 246; when
-//! hooks ran, a JSON answer carries `hook_results`. A rewrite (a plugin
-//! returning new text for the segments) replaces the text in the body: that is
-//! how redaction works. `on_error` decides what a plugin error (trap, timeout,
-//! missing plugin) means: `fail-closed` counts the check as failed, `fail-open`
-//! as passed; the default is fail-closed for deny hooks and fail-open otherwise.
+//! hooks ran, a JSON answer carries `hook_results`, each hook with its
+//! `on_success` or `on_fail` feedback. A rewrite (a plugin returning new text
+//! for the segments) replaces the text in the body: that is how redaction
+//! works. `on_error` (or Portkey's `failOnError`) decides what a plugin error
+//! (trap, timeout, missing plugin) means: `fail-closed` counts the check as
+//! failed, `fail-open` as passed; the default is fail-closed for deny hooks and
+//! fail-open otherwise.
+//!
+//! Every check's outcome (pass, fail, error) and time is counted by check and
+//! stage ([`Stats`], in `/metrics`), and every hook's verdict is logged with
+//! the request's id.
 //!
 //! This module calls `plugins`; nothing else in the pipeline.
 
 mod segments;
+mod stats;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
@@ -28,6 +45,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 pub use segments::Segments;
+pub use stats::Stats;
 
 use crate::config::routing::{CheckSpec, HookSpec, Hooks};
 use crate::plugins::{self, CheckInput, Kind, Outcome};
@@ -38,12 +56,15 @@ pub const DENIED: u16 = 446;
 /// Portkey's status when checks failed without deny.
 pub const FAILED_WITHOUT_DENY: u16 = 246;
 
-/// What a request's context gives the checks.
+/// What a request's context gives the checks, and what runs them.
 #[derive(Debug)]
 pub struct Context<'a> {
     pub endpoint: Endpoint,
     pub provider: &'a str,
     pub metadata: &'a Map<String, Value>,
+    pub plugins: &'a Arc<plugins::Registry>,
+    /// Where every check's outcome and latency is counted.
+    pub stats: &'a Arc<Stats>,
 }
 
 /// The results of one stage.
@@ -102,35 +123,134 @@ fn input(
     }
 }
 
-/// Runs a stage's hooks on one input; returns the results and the last rewrite.
+/// The stage a hook runs in, for logs and metrics.
+fn stage_name(after: bool) -> &'static str {
+    if after {
+        "after_request"
+    } else {
+        "before_request"
+    }
+}
+
+/// The input with new texts in its segments (roles kept).
+fn with_texts(input: &CheckInput, texts: &[String]) -> CheckInput {
+    let mut next = input.clone();
+    for ((_, text), new) in next.segments.iter_mut().zip(texts) {
+        text.clone_from(new);
+    }
+    next
+}
+
+/// Runs a stage's hooks on one input; returns the results and the final
+/// text when a hook rewrote it. Mutators go first, one after another, each
+/// on the text the one before left; then the guardrails, in parallel, on the
+/// mutated text. Detached (`async`) hooks are not run here
+/// ([`spawn_detached`]).
 async fn run(
-    registry: &plugins::Registry,
+    ctx: &Context<'_>,
     hooks: &[HookSpec],
     input: &CheckInput,
 ) -> (StageResult, Option<Vec<String>>) {
-    let runs = hooks.iter().map(|hook| run_hook(registry, hook, input));
-    let outcomes = join_all(runs).await;
     let mut stage = StageResult::default();
+    let mut results: Vec<(usize, HookResult)> = Vec::with_capacity(hooks.len());
     let mut rewrite: Option<Vec<String>> = None;
-    for (hook, (result, verdict, texts)) in hooks.iter().zip(outcomes) {
+    let mut current = std::borrow::Cow::Borrowed(input);
+    let record = |stage: &mut StageResult, hook: &HookSpec, verdict: bool| {
         if !verdict {
             stage.failed = true;
             stage.denied |= hook.deny;
         }
-        if let Some(t) = texts {
-            rewrite = Some(t);
+    };
+    for (i, hook) in hooks
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.mutator && !h.detached)
+    {
+        let (result, verdict, texts) = run_hook(ctx, hook, &current).await;
+        record(&mut stage, hook, verdict);
+        if let Some(texts) = texts {
+            current = std::borrow::Cow::Owned(with_texts(&current, &texts));
+            rewrite = Some(texts);
         }
-        stage.results.push(result);
+        results.push((i, result));
     }
+    let guards = hooks
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.mutator && !h.detached)
+        .map(|(i, hook)| {
+            let current = &current;
+            async move { (i, hook, run_hook(ctx, hook, current).await) }
+        });
+    for (i, hook, (result, verdict, texts)) in join_all(guards).await {
+        record(&mut stage, hook, verdict);
+        if texts.is_some() {
+            rewrite = texts;
+        }
+        results.push((i, result));
+    }
+    results.sort_by_key(|(i, _)| *i);
+    stage.results = results.into_iter().map(|(_, r)| r).collect();
     stage.rewritten = rewrite.is_some();
+    for r in &stage.results {
+        tracing::info!(
+            stage = stage_name(input.after_response),
+            hook = %r.id,
+            verdict = r.verdict,
+            deny = r.deny,
+            checks = %r.summary(),
+            ms = r.execution_time,
+            "guardrail hook"
+        );
+    }
     (stage, rewrite)
+}
+
+/// Starts a stage's detached (`async: true`) hooks beside the request: they
+/// run on the same input, their verdicts are logged and counted, and nothing
+/// waits for them or applies them.
+fn spawn_detached(ctx: &Context<'_>, hooks: &Arc<[HookSpec]>, input: &CheckInput) {
+    if !hooks.iter().any(|h| h.detached) {
+        return;
+    }
+    let (plugins, stats, hooks, input) = (
+        ctx.plugins.clone(),
+        ctx.stats.clone(),
+        hooks.clone(),
+        input.clone(),
+    );
+    let (endpoint, provider, metadata) =
+        (ctx.endpoint, ctx.provider.to_owned(), ctx.metadata.clone());
+    let task = async move {
+        let ctx = Context {
+            endpoint,
+            provider: &provider,
+            metadata: &metadata,
+            plugins: &plugins,
+            stats: &stats,
+        };
+        for hook in hooks.iter().filter(|h| h.detached) {
+            let (r, _, _) = run_hook(&ctx, hook, &input).await;
+            tracing::info!(
+                stage = stage_name(input.after_response),
+                hook = %r.id,
+                verdict = r.verdict,
+                checks = %r.summary(),
+                ms = r.execution_time,
+                "async guardrail hook (logged only)"
+            );
+        }
+    };
+    tokio::spawn(tracing::Instrument::instrument(
+        task,
+        tracing::Span::current(),
+    ));
 }
 
 /// Runs a stage's hooks on a parsed body (the request, or the answer after it),
 /// applying a rewrite to it.
 async fn run_on_map(
-    registry: &plugins::Registry,
-    hooks: &[HookSpec],
+    hooks: &Arc<[HookSpec]>,
     after: bool,
     ctx: &Context<'_>,
     body: &mut Map<String, Value>,
@@ -141,9 +261,10 @@ async fn run_on_map(
         Segments::of_request(body)
     };
     let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
-    let whole = wants_body(registry, hooks).then(|| Value::Object(body.clone()).to_string());
+    let whole = wants_body(ctx.plugins, hooks).then(|| Value::Object(body.clone()).to_string());
     let input = input(ctx, after, model, segments.items.clone(), whole);
-    let (stage, rewrite) = run(registry, hooks, &input).await;
+    spawn_detached(ctx, hooks, &input);
+    let (stage, rewrite) = run(ctx, hooks, &input).await;
     if let Some(texts) = rewrite {
         segments.apply(body, &texts);
     }
@@ -159,6 +280,27 @@ pub struct HookResult {
     pub checks: Vec<CheckResult>,
     /// Milliseconds.
     pub execution_time: u64,
+    /// The hook's `on_success` or `on_fail` feedback, by its verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Value>,
+}
+
+impl HookResult {
+    /// `id=pass`, `id=fail`, `id=error` per check, for the log.
+    fn summary(&self) -> String {
+        self.checks
+            .iter()
+            .map(|c| {
+                let outcome = match (&c.error, c.verdict) {
+                    (Some(_), _) => "error",
+                    (None, true) => "pass",
+                    (None, false) => "fail",
+                };
+                format!("{}={outcome}", c.id)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// One check's entry in a hook's result.
@@ -188,53 +330,68 @@ pub struct HookResults<'a> {
     pub after_request_hooks: &'a [HookResult],
 }
 
-/// One hook: its checks in parallel. Returns its result, its verdict and the
-/// last rewrite among its checks.
+/// One hook: its checks in parallel on the same text, or in order each on the
+/// text the one before left (`sequential`). Returns its result, its verdict
+/// and the hook's rewrite.
 async fn run_hook(
-    registry: &plugins::Registry,
+    ctx: &Context<'_>,
     hook: &HookSpec,
     input: &CheckInput,
 ) -> (HookResult, bool, Option<Vec<String>>) {
     let started = Instant::now();
-    let checks = hook
-        .checks
-        .iter()
-        .map(|c| run_check(registry, hook, c, input));
-    let results = join_all(checks).await;
-    let mut verdict = true;
     let mut rewrite = None;
-    let mut checks = Vec::with_capacity(results.len());
-    for (result, texts) in results {
-        verdict &= result.verdict;
-        if texts.is_some() {
-            rewrite = texts;
+    let mut checks = Vec::with_capacity(hook.checks.len());
+    if hook.sequential {
+        let mut current = std::borrow::Cow::Borrowed(input);
+        for check in &hook.checks {
+            let (result, texts) = run_check(ctx, hook, check, &current).await;
+            if let Some(texts) = texts {
+                current = std::borrow::Cow::Owned(with_texts(&current, &texts));
+                rewrite = Some(texts);
+            }
+            checks.push(result);
         }
-        checks.push(result);
+    } else {
+        let runs = hook.checks.iter().map(|c| run_check(ctx, hook, c, input));
+        for (result, texts) in join_all(runs).await {
+            if texts.is_some() {
+                rewrite = texts;
+            }
+            checks.push(result);
+        }
     }
+    let verdict = checks.iter().all(|c| c.verdict);
     let result = HookResult {
         id: hook.id.clone(),
         verdict,
         deny: hook.deny,
         checks,
         execution_time: started.elapsed().as_millis() as u64,
+        feedback: if verdict {
+            hook.on_success.clone()
+        } else {
+            hook.on_fail.clone()
+        },
     };
     (result, verdict, rewrite)
 }
 
 async fn run_check(
-    registry: &plugins::Registry,
+    ctx: &Context<'_>,
     hook: &HookSpec,
     check: &CheckSpec,
     input: &CheckInput,
 ) -> (CheckResult, Option<Vec<String>>) {
     let started = Instant::now();
     let outcome = async {
-        let plugin = registry.get_kind(&check.plugin, Kind::Guardrail)?;
+        let plugin = ctx.plugins.get_kind(&check.plugin, Kind::Guardrail)?;
         plugin.ensure_valid(&check.parameters).await?;
         plugin.check(&check.parameters, input).await
     }
     .await;
-    let ms = started.elapsed().as_millis() as u64;
+    let took = started.elapsed();
+    let ms = took.as_millis() as u64;
+    let stage = stage_name(input.after_response);
     match outcome {
         Ok(v) => {
             let (ok, reason, texts) = match v.outcome {
@@ -242,6 +399,12 @@ async fn run_check(
                 Outcome::Fail { reason, deny: _ } => (false, Some(reason), None),
                 Outcome::Rewrite(texts) => (true, None, Some(texts)),
             };
+            ctx.stats.record(
+                &check.id,
+                stage,
+                if ok { stats::PASS } else { stats::FAIL },
+                took,
+            );
             let result = CheckResult {
                 id: check.id.clone(),
                 verdict: ok,
@@ -256,6 +419,7 @@ async fn run_check(
         }
         Err(e) => {
             tracing::warn!(check = %check.id, error = %e, "guardrail check failed to run");
+            ctx.stats.record(&check.id, stage, stats::ERROR, took);
             let result = CheckResult {
                 id: check.id.clone(),
                 verdict: !hook.fail_closed,
@@ -273,28 +437,27 @@ async fn run_check(
 
 /// Runs the before-request hooks on a parsed request, applying rewrites to it.
 pub async fn before_request(
-    registry: &plugins::Registry,
     hooks: &Hooks,
     ctx: &Context<'_>,
     body: &mut Map<String, Value>,
 ) -> StageResult {
-    run_on_map(registry, &hooks.before, false, ctx, body).await
+    run_on_map(&hooks.before, false, ctx, body).await
 }
 
 /// Runs the before-request hooks on the request's bytes: only the text is read
 /// (no full parse); the body is parsed and rewritten only when a guardrail
 /// rewrote the text, and then returned.
 pub async fn before_request_bytes(
-    registry: &plugins::Registry,
     hooks: &Hooks,
     ctx: &Context<'_>,
     bytes: &[u8],
 ) -> Result<(StageResult, Option<Map<String, Value>>), crate::GatewayError> {
     let text = segments::RequestText::read(bytes)?;
     let whole =
-        wants_body(registry, &hooks.before).then(|| String::from_utf8_lossy(bytes).into_owned());
+        wants_body(ctx.plugins, &hooks.before).then(|| String::from_utf8_lossy(bytes).into_owned());
     let input = input(ctx, false, text.model, text.segments, whole);
-    let (stage, rewrite) = run(registry, &hooks.before, &input).await;
+    spawn_detached(ctx, &hooks.before, &input);
+    let (stage, rewrite) = run(ctx, &hooks.before, &input).await;
     let Some(texts) = rewrite else {
         return Ok((stage, None));
     };
@@ -305,12 +468,11 @@ pub async fn before_request_bytes(
 
 /// Runs the after-response hooks.
 pub async fn after_response(
-    registry: &plugins::Registry,
     hooks: &Hooks,
     ctx: &Context<'_>,
     body: &mut Map<String, Value>,
 ) -> StageResult {
-    run_on_map(registry, &hooks.after, true, ctx, body).await
+    run_on_map(&hooks.after, true, ctx, body).await
 }
 
 /// Portkey's 446 answer.

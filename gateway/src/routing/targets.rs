@@ -214,7 +214,7 @@ impl Targets {
                     inner.requests as f64,
                     inner.failures as f64,
                 ];
-                Some((escape_label(&s.label), values))
+                Some((crate::telemetry::prometheus_label(&s.label), values))
             })
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -404,13 +404,6 @@ impl Targets {
         out.sort_by(|a, b| a["target"].as_str().cmp(&b["target"].as_str()));
         out
     }
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl State {

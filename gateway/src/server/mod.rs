@@ -35,6 +35,8 @@ pub struct Shared {
     pub targets: Arc<crate::routing::Targets>,
     /// Providers' access tokens (Vertex AI's), exchanged once for every worker.
     pub tokens: Arc<crate::upstream::Tokens>,
+    /// Guardrail checks' outcomes and latency.
+    pub guardrails: Arc<crate::guardrails::Stats>,
 }
 
 /// Everything a request handler shares.
@@ -46,6 +48,8 @@ pub struct AppState {
     pub plugins: Arc<crate::plugins::Registry>,
     /// Targets' recent health and circuits, shared by every worker.
     pub targets: Arc<crate::routing::Targets>,
+    /// Guardrail checks' outcomes and latency, shared by every worker.
+    pub guardrails: Arc<crate::guardrails::Stats>,
     /// Parsed `x-portkey-config` headers.
     pub configs: ConfigCache,
     pub started: Instant,
@@ -62,6 +66,7 @@ impl AppState {
             upstream,
             plugins: shared.plugins.clone(),
             targets: shared.targets.clone(),
+            guardrails: shared.guardrails.clone(),
             configs: ConfigCache::default(),
             started: Instant::now(),
         })
@@ -167,6 +172,7 @@ async fn admin_targets(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     state.targets.prometheus(&mut out);
+    state.guardrails.prometheus(&mut out);
     (
         [(
             http::header::CONTENT_TYPE,

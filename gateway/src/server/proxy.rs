@@ -231,6 +231,8 @@ impl Proxied<'_> {
             endpoint,
             provider: target.provider.slug(),
             metadata: self.metadata,
+            plugins: &self.state.plugins,
+            stats: &self.state.guardrails,
         }
     }
 }
@@ -252,7 +254,7 @@ impl Attempts for Proxied<'_> {
         };
         let ctx = self.guardrails_context(target, endpoint);
         Ok(
-            match prepare(self.state, target, &ctx, &self.parts.headers, bytes).await? {
+            match prepare(target, &ctx, &self.parts.headers, bytes).await? {
                 Prepared::Send {
                     body,
                     stream,
@@ -334,7 +336,6 @@ impl Attempts for Proxied<'_> {
         } else {
             let ctx = self.guardrails_context(target, ready.endpoint);
             after_hooks(
-                state,
                 &target.hooks,
                 &ctx,
                 ready.stream,
@@ -468,7 +469,6 @@ fn denied(before: &[guardrails::HookResult], after: &[guardrails::HookResult]) -
 /// After the answer: output hooks on a complete 2xx JSON answer, then Portkey's
 /// `hook_results` in the body and 246 when checks failed without deny.
 async fn after_hooks(
-    state: &AppState,
     hooks: &Hooks,
     ctx: &guardrails::Context<'_>,
     stream: bool,
@@ -501,7 +501,7 @@ async fn after_hooks(
         let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&bytes) else {
             return Ok(Response::from_parts(parts, Body::from(bytes)));
         };
-        let after = guardrails::after_response(&state.plugins, hooks, ctx, &mut answer).await;
+        let after = guardrails::after_response(hooks, ctx, &mut answer).await;
         let rewritten = after.rewritten;
         (after, rewritten.then_some(answer))
     } else {
@@ -512,6 +512,10 @@ async fn after_hooks(
     }
     if before.failed || after.failed {
         parts.status = guardrails::failed_status();
+    }
+    if before.results.is_empty() && after.results.is_empty() {
+        // Only detached hooks: nothing ran that the answer could report.
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
     }
     let results = guardrails::HookResults {
         before_request_hooks: &before.results,
@@ -555,7 +559,6 @@ async fn read_body(
 }
 
 async fn prepare(
-    state: &AppState,
     target: &Target,
     ctx: &guardrails::Context<'_>,
     headers: &http::HeaderMap,
@@ -622,8 +625,7 @@ async fn prepare(
             include_usage: peek.include_usage(),
             ..AnswerOptions::default()
         };
-        let (result, rewritten) =
-            guardrails::before_request_bytes(&state.plugins, hooks, ctx, &bytes).await?;
+        let (result, rewritten) = guardrails::before_request_bytes(hooks, ctx, &bytes).await?;
         if result.denied {
             return Ok(Prepared::Answer(denied(&result.results, &[])));
         }
@@ -645,7 +647,7 @@ async fn prepare(
     let mut map = body::parse_object(&bytes)?;
     body::apply_overrides(&mut map, overrides);
     let hook_results = if run_hooks {
-        let result = guardrails::before_request(&state.plugins, hooks, ctx, &mut map).await;
+        let result = guardrails::before_request(hooks, ctx, &mut map).await;
         if result.denied {
             return Ok(Prepared::Answer(denied(&result.results, &[])));
         }

@@ -38,3 +38,10 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     };
     result.map_err(|e| e.to_string())
 }
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+pub fn prometheus_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

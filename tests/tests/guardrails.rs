@@ -1,0 +1,169 @@
+//! Portkey's hook semantics end to end, with the built-in `blocklist` check:
+//! mutators in order before the guardrails, sequential checks, detached
+//! (`async`) hooks, feedback, `failOnError`, and the per-check metrics.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_tests::{MockUpstream, chat_with_config, client, gateway_with_mock};
+
+fn redact(from: &str, to: &str) -> Value {
+    json!({"words": [from], "redact": true, "mask": to})
+}
+
+/// What the upstream was sent as the user's text.
+fn sent_text(mock: &MockUpstream) -> String {
+    let last = mock.last().expect("the upstream was called");
+    last.json()["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn metrics(gw: &sluice_tests::Gateway) -> String {
+    client()
+        .get(gw.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn mutators_run_in_order_before_the_guardrails_and_sequential_checks_chain() {
+    let (mock, gw) = gateway_with_mock("").await;
+    // Each mutator sees the text the one before it left: alpha → beta → gamma.
+    let config = json!({"provider": "mock", "input_mutators": [
+        {"blocklist": redact("alpha", "beta")}, {"blocklist": redact("beta", "gamma")}]});
+    let res = chat_with_config(&gw, &config, "say alpha").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(sent_text(&mock), "say gamma");
+
+    // A deny guardrail sees the mutated text: the redacted word no longer fails it.
+    let config = json!({"provider": "mock",
+        "input_guardrails": [{"deny": true, "blocklist": {"words": ["alpha"]}}],
+        "input_mutators": [{"blocklist": redact("alpha", "[x]")}]});
+    let res = chat_with_config(&gw, &config, "say alpha").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(sent_text(&mock), "say [x]");
+    let body: Value = res.json().await.expect("json");
+    let ids: Vec<&str> = body["hook_results"]["before_request_hooks"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|h| h["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["before_request_0", "before_request_1"],
+        "in config order"
+    );
+
+    // Checks of a sequential hook chain; in parallel they see the same text.
+    let hook = |sequential: bool| {
+        json!({"provider": "mock", "before_request_hooks": [{"id": "h", "type": "mutator", "sequential": sequential,
+            "checks": [{"id": "blocklist", "parameters": redact("alpha", "beta")},
+                       {"id": "blocklist", "parameters": redact("beta", "gamma")}]}]})
+    };
+    chat_with_config(&gw, &hook(true), "say alpha").await;
+    assert_eq!(sent_text(&mock), "say gamma");
+    chat_with_config(&gw, &hook(false), "say alpha").await;
+    assert_eq!(sent_text(&mock), "say beta");
+}
+
+#[tokio::test]
+async fn async_hooks_never_hold_or_change_the_request_but_are_counted() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let config = json!({"provider": "mock", "before_request_hooks": [
+        {"id": "watch", "async": true, "deny": true,
+         "checks": [{"id": "default.blocklist", "parameters": {"words": ["alpha"]}}]}]});
+    let res = chat_with_config(&gw, &config, "say alpha").await;
+    assert_eq!(res.status(), 200, "a detached deny hook does not deny");
+    let body: Value = res.json().await.expect("json");
+    assert!(body.get("hook_results").is_none(), "{body}");
+    assert_eq!(sent_text(&mock), "say alpha");
+    // Its verdict lands in the metrics once it has run.
+    let series = "sluice_guardrail_checks_total{check=\"default.blocklist\",stage=\"before_request\",result=\"fail\"} 1";
+    let mut seen = String::new();
+    for _ in 0..40 {
+        seen = metrics(&gw).await;
+        if seen.contains(series) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.contains(series), "{seen}");
+    assert!(gw.logs().contains("async guardrail hook"), "{}", gw.logs());
+}
+
+#[tokio::test]
+async fn feedback_fail_on_error_and_per_check_metrics() {
+    let (_mock, gw) = gateway_with_mock("").await;
+    let config = json!({"provider": "mock", "input_guardrails": [
+        {"id": "words", "blocklist": {"words": ["alpha"]},
+         "on_fail": {"value": -1, "weight": 1, "metadata": {"why": "blocked word"}},
+         "on_success": {"value": 1, "weight": 1}}]});
+    let res = chat_with_config(&gw, &config, "say alpha").await;
+    assert_eq!(res.status(), 246);
+    let body: Value = res.json().await.expect("json");
+    let hook = &body["hook_results"]["before_request_hooks"][0];
+    assert_eq!(
+        hook["feedback"],
+        json!({"value": -1, "weight": 1, "metadata": {"why": "blocked word"}})
+    );
+    let res = chat_with_config(&gw, &config, "say omega").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        body["hook_results"]["before_request_hooks"][0]["feedback"],
+        json!({"value": 1, "weight": 1})
+    );
+
+    // A check that cannot run: failOnError decides.
+    let broken = |fail: bool| {
+        json!({"provider": "mock", "before_request_hooks": [{"id": "b", "deny": true, "failOnError": fail,
+            "checks": [{"id": "no-such-check"}]}]})
+    };
+    let res = chat_with_config(&gw, &broken(true), "hi").await;
+    assert_eq!(res.status(), 446);
+    let res = chat_with_config(&gw, &broken(false), "hi").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert!(
+        body["hook_results"]["before_request_hooks"][0]["checks"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no-such-check")),
+        "{body}"
+    );
+
+    let m = metrics(&gw).await;
+    for line in [
+        "sluice_guardrail_checks_total{check=\"blocklist\",stage=\"before_request\",result=\"fail\"} 1",
+        "sluice_guardrail_checks_total{check=\"blocklist\",stage=\"before_request\",result=\"pass\"} 1",
+        "sluice_guardrail_checks_total{check=\"no-such-check\",stage=\"before_request\",result=\"error\"} 2",
+        "sluice_guardrail_check_duration_seconds_count{check=\"blocklist\",stage=\"before_request\"} 2",
+    ] {
+        assert!(m.contains(line), "{line}\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn hook_settings_are_checked_where_they_are_written() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let config = json!({"provider": "mock", "before_request_hooks": [
+        {"id": "x", "type": "filter", "async": "yes", "on_fail": 3, "checks": []}]});
+    let res = chat_with_config(&gw, &config, "hi").await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.expect("json");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    for needle in [
+        "before_request_hooks[0].type",
+        "before_request_hooks[0].async",
+        "before_request_hooks[0].on_fail",
+    ] {
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    assert!(mock.received().is_empty());
+}
