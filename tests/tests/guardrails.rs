@@ -167,3 +167,128 @@ async fn hook_settings_are_checked_where_they_are_written() {
     }
     assert!(mock.received().is_empty());
 }
+
+/// A streamed chat request with `config`; the raw SSE text back.
+async fn stream_with(gw: &sluice_tests::Gateway, config: &Value, model: &str) -> (u16, String) {
+    let res = client()
+        .post(gw.at("/v1/chat/completions"))
+        .header("x-portkey-config", config.to_string())
+        .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("send");
+    let status = res.status().as_u16();
+    (status, res.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn streamed_answers_are_held_and_checked_whole_by_default() {
+    let (_mock, gw) = gateway_with_mock("").await;
+    let guard = |deny: bool, word: &str| json!({"provider": "mock", "output_guardrails": [{"deny": deny, "blocklist": {"words": [word]}}]});
+    // Passing: the stream as it came.
+    let (status, text) = stream_with(&gw, &guard(true, "absent"), "m").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("tok3") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    // A deny check fails on the whole text: a 446 before any byte of it.
+    let (status, text) = stream_with(&gw, &guard(true, "tok3"), "m").await;
+    assert_eq!(status, 446);
+    let body: Value = serde_json::from_str(&text).expect("a JSON refusal, not a stream");
+    assert_eq!(
+        body["hook_results"]["after_request_hooks"][0]["verdict"],
+        false
+    );
+    // Without deny: the stream, marked 246.
+    let (status, text) = stream_with(&gw, &guard(false, "tok3"), "m").await;
+    assert_eq!(status, 246);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
+#[tokio::test]
+async fn window_mode_releases_the_stream_and_ends_it_when_a_deny_check_fails() {
+    let (_mock, gw) = gateway_with_mock("").await;
+    let config = |word: &str| {
+        json!({"provider": "mock",
+               "stream_guardrails": {"mode": "window", "window_chars": 12, "every_chars": 4},
+               "output_guardrails": [{"deny": true, "blocklist": {"words": [word]}}]})
+    };
+    // `fault:slow`: tok1..tok4, 200 ms apart, so each arrives on its own.
+    let (status, text) = stream_with(&gw, &config("tok3"), "fault:slow").await;
+    assert_eq!(status, 200);
+    let first = text.find("tok1").expect("tok1 was released");
+    let error = text
+        .find("output_guardrail_denied")
+        .expect("the stream ends with the refusal");
+    assert!(first < error, "{text}");
+    // The text released: what came before the window that failed.
+    let released: String = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(released, "tok1 tok2 ", "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().expect("an event");
+    let event: Value =
+        serde_json::from_str(last.strip_prefix("data: ").expect("data")).expect("json");
+    assert_eq!(event["error"]["type"], "hooks_failed");
+    assert_eq!(
+        event["hook_results"]["after_request_hooks"][0]["verdict"],
+        false
+    );
+
+    // Nothing denied: every token and [DONE].
+    let (_, text) = stream_with(&gw, &config("absent"), "fault:slow").await;
+    assert!(
+        text.contains("tok4") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    // A word at the very end is still caught, before [DONE] leaves.
+    let (_, text) = stream_with(&gw, &config("tok4"), "fault:slow").await;
+    assert!(
+        text.contains("output_guardrail_denied") && !text.contains("[DONE]"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn claude_clients_streams_are_guarded_in_anthropics_event_shape() {
+    let (mock, gw) = gateway_with_mock("").await;
+    let config = json!({"provider": "anthropic", "custom_host": mock.url("/v1"), "api_key": "k",
+        "stream_guardrails": {"mode": "window"},
+        "output_guardrails": [{"deny": true, "blocklist": {"words": ["Claude"]}}]});
+    let res = client()
+        .post(gw.at("/v1/messages"))
+        .header("x-portkey-config", config.to_string())
+        .json(
+            &json!({"model": "claude-x", "max_tokens": 20, "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.expect("body");
+    assert!(text.contains("event: error\ndata: {"), "{text}");
+    assert!(text.contains("\"type\":\"hooks_failed\""), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+
+    let bad =
+        json!({"provider": "mock", "stream_guardrails": {"mode": "buffer", "window_chars": 5}});
+    let res = chat_with_config(&gw, &bad, "hi").await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stream_guardrails.window_chars")),
+        "{body}"
+    );
+}

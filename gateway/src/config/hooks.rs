@@ -53,6 +53,34 @@ pub struct HookSpec {
 pub struct Hooks {
     pub before: Arc<[HookSpec]>,
     pub after: Arc<[HookSpec]>,
+    /// How the after-response hooks judge a streamed answer.
+    pub stream: StreamPolicy,
+}
+
+/// How output guardrails judge a streamed answer (Sluice's
+/// `stream_guardrails: {"mode", "window_chars", "every_chars"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamPolicy {
+    /// Hold the stream until it ends, check the whole text, then release it
+    /// (or answer 446 instead). Nothing unchecked reaches the client; the
+    /// client waits for the whole answer.
+    #[default]
+    Buffer,
+    /// Release the stream as it comes; every `every_chars` of new text, check
+    /// the last `window_chars`, and the rest at the end. A failed deny check
+    /// ends the stream with an error event; what was sent before stays sent.
+    Window {
+        window_chars: usize,
+        every_chars: usize,
+    },
+}
+
+impl StreamPolicy {
+    /// The defaults of window mode.
+    pub const WINDOW: Self = Self::Window {
+        window_chars: 2000,
+        every_chars: 400,
+    };
 }
 
 impl Hooks {

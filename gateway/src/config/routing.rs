@@ -46,6 +46,7 @@ const NODE_FIELDS: &[&str] = &[
     "output_guardrails",
     "input_mutators",
     "output_mutators",
+    "stream_guardrails",
 ];
 
 /// Prefixes of provider-specific target settings, kept for the adapters.
@@ -203,7 +204,7 @@ pub struct Cache {
     pub max_age_s: Option<u64>,
 }
 
-pub use super::hooks::{CheckSpec, HookSpec, Hooks};
+pub use super::hooks::{CheckSpec, HookSpec, Hooks, StreamPolicy};
 use super::query::Query;
 
 /// Parses and validates a config from its JSON text.
@@ -600,7 +601,51 @@ fn hooks(p: &mut Problems, o: &Obj<'_, '_>) -> Hooks {
     Hooks {
         before: super::hooks::stage(&before.each_ref().map(Option::as_ref), "before_request"),
         after: super::hooks::stage(&after.each_ref().map(Option::as_ref), "after_request"),
+        stream: o
+            .get("stream_guardrails")
+            .and_then(|v| stream_policy(p, &o.path_of("stream_guardrails"), v))
+            .unwrap_or_default(),
     }
+}
+
+fn stream_policy(
+    p: &mut Problems,
+    path: &str,
+    value: &Value,
+) -> Option<super::hooks::StreamPolicy> {
+    use super::hooks::StreamPolicy;
+    let o = Obj::new(p, path, value)?;
+    o.deny_unknown(p, &["mode", "window_chars", "every_chars"], |_| false);
+    let mode = if o.get("mode").is_some() {
+        o.choice(p, "mode", &["buffer", "window"])?
+    } else {
+        "buffer"
+    };
+    let (window, every) = match StreamPolicy::WINDOW {
+        StreamPolicy::Window {
+            window_chars,
+            every_chars,
+        } => (window_chars, every_chars),
+        StreamPolicy::Buffer => (0, 0),
+    };
+    let window_chars = o
+        .uint(p, "window_chars", 1, 1 << 20)
+        .map_or(window, |n| n as usize);
+    let every_chars = o
+        .uint(p, "every_chars", 1, 1 << 20)
+        .map_or(every, |n| n as usize);
+    if mode == "buffer" {
+        for key in ["window_chars", "every_chars"] {
+            if o.get(key).is_some() {
+                p.push(&o.path_of(key), "only for `\"mode\": \"window\"`");
+            }
+        }
+        return Some(StreamPolicy::Buffer);
+    }
+    Some(StreamPolicy::Window {
+        window_chars,
+        every_chars,
+    })
 }
 
 #[cfg(test)]

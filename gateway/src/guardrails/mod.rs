@@ -2,9 +2,10 @@
 //!
 //! A config's `before_request_hooks` / `input_guardrails` / `input_mutators` run
 //! on the request before it leaves; `after_request_hooks` / `output_guardrails` /
-//! `output_mutators` on a complete 2xx answer before it returns (streamed
-//! answers are not checked yet); the config module reads the hook lists into
-//! [`Hooks`]. A check names a guardrail plugin by its name (`default.` may
+//! `output_mutators` on a complete 2xx answer before it returns, and on a
+//! streamed one as its `stream_guardrails` policy says ([`stream`]: held whole,
+//! or checked on a sliding window as it leaves); the config module reads the
+//! hook lists into [`Hooks`]. A check names a guardrail plugin by its name (`default.` may
 //! prefix it); its `parameters` are the plugin's configuration, validated by
 //! the plugin once per plugin version.
 //!
@@ -36,6 +37,7 @@
 
 mod segments;
 mod stats;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -213,22 +215,9 @@ fn spawn_detached(ctx: &Context<'_>, hooks: &Arc<[HookSpec]>, input: &CheckInput
     if !hooks.iter().any(|h| h.detached) {
         return;
     }
-    let (plugins, stats, hooks, input) = (
-        ctx.plugins.clone(),
-        ctx.stats.clone(),
-        hooks.clone(),
-        input.clone(),
-    );
-    let (endpoint, provider, metadata) =
-        (ctx.endpoint, ctx.provider.to_owned(), ctx.metadata.clone());
+    let (owned, hooks, input) = (stream::Owned::of(ctx), hooks.clone(), input.clone());
     let task = async move {
-        let ctx = Context {
-            endpoint,
-            provider: &provider,
-            metadata: &metadata,
-            plugins: &plugins,
-            stats: &stats,
-        };
+        let ctx = owned.context();
         for hook in hooks.iter().filter(|h| h.detached) {
             let (r, _, _) = run_hook(&ctx, hook, &input).await;
             tracing::info!(

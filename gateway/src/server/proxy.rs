@@ -338,9 +338,9 @@ impl Attempts for Proxied<'_> {
             after_hooks(
                 &target.hooks,
                 &ctx,
-                ready.stream,
-                ready.before.as_ref(),
+                ready,
                 response,
+                state.config.upstream.max_response_bytes,
             )
             .await?
         };
@@ -467,25 +467,30 @@ fn denied(before: &[guardrails::HookResult], after: &[guardrails::HookResult]) -
 }
 
 /// After the answer: output hooks on a complete 2xx JSON answer, then Portkey's
-/// `hook_results` in the body and 246 when checks failed without deny.
+/// `hook_results` in the body and 246 when checks failed without deny. A 2xx
+/// stream is checked as its policy says (held whole, or a sliding window).
 async fn after_hooks(
     hooks: &Hooks,
     ctx: &guardrails::Context<'_>,
-    stream: bool,
-    before: Option<&StageResult>,
+    ready: &Ready,
     response: Response,
+    max_bytes: usize,
 ) -> Result<Response, GatewayError> {
     let empty = StageResult::default();
-    let before = before.unwrap_or(&empty);
+    let before = ready.before.as_ref().unwrap_or(&empty);
     let is_json = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
     let success = response.status().is_success();
-    if stream || !is_json || !success {
-        // Streams and error answers pass as they are; a failed before hook still
-        // shows in the status.
+    let run_after = !hooks.after.is_empty() && guardrails::applies(ctx.endpoint, true);
+    if ready.stream && success && run_after {
+        return guard_stream(hooks, ctx, ready, before, response, max_bytes).await;
+    }
+    if ready.stream || !is_json || !success {
+        // Error answers pass as they are; a failed before hook still shows in
+        // the status.
         let mut response = response;
         if before.failed && success {
             *response.status_mut() = guardrails::failed_status();
@@ -496,7 +501,6 @@ async fn after_hooks(
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| GatewayError::Internal(format!("cannot re-read the answer: {e}")))?;
-    let run_after = !hooks.after.is_empty() && guardrails::applies(ctx.endpoint, true);
     let (after, answer) = if run_after {
         let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&bytes) else {
             return Ok(Response::from_parts(parts, Body::from(bytes)));
@@ -533,6 +537,69 @@ async fn after_hooks(
     .map_err(|e| GatewayError::Internal(e.to_string()))?;
     parts.headers.remove(CONTENT_LENGTH);
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// Output guardrails on a 2xx stream: in buffer mode the stream is held
+/// whole and checked before a byte leaves (a deny is a 446, as for a complete
+/// answer); in window mode it leaves as it comes, checked on a sliding window
+/// ([`relay::guarded_stream`]).
+async fn guard_stream(
+    hooks: &Hooks,
+    ctx: &guardrails::Context<'_>,
+    ready: &Ready,
+    before: &StageResult,
+    response: Response,
+    max_bytes: usize,
+) -> Result<Response, GatewayError> {
+    use crate::config::routing::StreamPolicy;
+    use guardrails::stream::{Owned, StreamText, check};
+    let (mut parts, body) = response.into_parts();
+    if before.failed {
+        parts.status = guardrails::failed_status();
+    }
+    let owned = Owned::of(ctx);
+    let model = ready.options.model.clone();
+    match hooks.stream {
+        StreamPolicy::Buffer => {
+            let bytes = axum::body::to_bytes(body, max_bytes).await.map_err(|_| {
+                GatewayError::UpstreamGarbage {
+                    provider: ctx.provider.to_owned(),
+                    detail: format!(
+                        "the stream is over {max_bytes} bytes, the most output guardrails in \
+                         buffer mode hold (see `stream_guardrails`)"
+                    ),
+                }
+            })?;
+            let mut text = StreamText::new(ctx.endpoint);
+            text.push(&bytes);
+            let after = check(&owned, &hooks.after, model, text.texts(None), true).await;
+            if after.denied {
+                return Ok(denied(&before.results, &after.results));
+            }
+            if after.failed {
+                parts.status = guardrails::failed_status();
+            }
+            Ok(Response::from_parts(parts, Body::from(bytes)))
+        }
+        StreamPolicy::Window {
+            window_chars,
+            every_chars,
+        } => {
+            let guard = relay::StreamGuard {
+                owned,
+                hooks: hooks.after.clone(),
+                model,
+                window_chars,
+                every_chars,
+                endpoint: ctx.endpoint,
+                before: before.results.clone(),
+            };
+            Ok(Response::from_parts(
+                parts,
+                relay::guarded_stream(body, guard),
+            ))
+        }
+    }
 }
 
 async fn read_body(

@@ -428,6 +428,85 @@ fn raw_body(chunks: Chunks, streaming: Streaming) -> Body {
     Body::from_stream(parts)
 }
 
+/// What a streamed answer's output guardrails in window mode need.
+pub struct StreamGuard {
+    pub owned: crate::guardrails::stream::Owned,
+    pub hooks: std::sync::Arc<[crate::config::routing::HookSpec]>,
+    pub model: Option<String>,
+    pub window_chars: usize,
+    pub every_chars: usize,
+    pub endpoint: Endpoint,
+    /// The before-request hooks' results, for the deny event.
+    pub before: Vec<crate::guardrails::HookResult>,
+}
+
+/// A stream released as it comes while output guardrails check a sliding
+/// window of its text: every `every_chars` of new text, the last
+/// `window_chars`, and again when its end marker arrives (before the marker is
+/// released). A failed deny hook replaces the chunk that completed the window
+/// with an error event carrying `hook_results`, and ends the stream.
+pub fn guarded_stream(body: Body, guard: StreamGuard) -> Body {
+    use crate::guardrails::stream::{StreamText, check};
+    let framing = Framing::of(guard.endpoint);
+    let text = StreamText::new(guard.endpoint);
+    let state = Some((body.into_data_stream(), text, 0usize, guard));
+    let out = futures_util::stream::unfold(state, move |state| async move {
+        let (mut chunks, mut text, mut checked, guard) = state?;
+        let bytes = match chunks.next().await {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+            None => return None,
+        };
+        let ended = text.push(&bytes);
+        let chars = text.chars();
+        if ended || chars.saturating_sub(checked) >= guard.every_chars {
+            checked = chars;
+            let window = text.texts(Some(guard.window_chars));
+            let after = check(
+                &guard.owned,
+                &guard.hooks,
+                guard.model.clone(),
+                window,
+                ended,
+            )
+            .await;
+            if after.denied {
+                let event = denied_event(framing, &guard.before, &after.results);
+                return Some((Ok(event), None));
+            }
+        }
+        Some((
+            Ok::<Bytes, std::io::Error>(bytes),
+            Some((chunks, text, checked, guard)),
+        ))
+    });
+    Body::from_stream(out)
+}
+
+/// The event that ends a stream an output guardrail denied.
+fn denied_event(
+    framing: Framing,
+    before: &[crate::guardrails::HookResult],
+    after: &[crate::guardrails::HookResult],
+) -> Bytes {
+    let message = "An output guardrail with deny failed on the streamed answer; the stream was ended. See `hook_results`.";
+    let results = serde_json::json!({"before_request_hooks": before, "after_request_hooks": after});
+    let event = match framing {
+        Framing::OpenAi => serde_json::json!({
+            "error": {"message": message, "type": "hooks_failed", "param": null, "code": "output_guardrail_denied"},
+            "hook_results": results,
+        }),
+        Framing::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": {"type": "hooks_failed", "message": message},
+            "hook_results": results,
+        }),
+    };
+    let mut out = String::new();
+    framing.event(&mut out, &event.to_string());
+    Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
