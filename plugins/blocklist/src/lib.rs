@@ -34,16 +34,24 @@ impl Guardrail for Blocklist {
 
     fn validate(config: &Config) -> Result<(), Error> {
         if config.words.is_empty() {
-            return Err(Error::InvalidConfig("`words` must list at least one word".into()));
+            return Err(Error::InvalidConfig(
+                "`words` must list at least one word".into(),
+            ));
         }
         if config.words.iter().any(|w| w.trim().is_empty()) {
-            return Err(Error::InvalidConfig("`words` must not hold empty strings".into()));
+            return Err(Error::InvalidConfig(
+                "`words` must not hold empty strings".into(),
+            ));
         }
         Ok(())
     }
 
     fn check(config: &Config, input: &CheckInput) -> Result<Verdict, Error> {
-        let words: Vec<String> = config.words.iter().map(|w| fold(w, config.case_sensitive)).collect();
+        let words: Vec<String> = config
+            .words
+            .iter()
+            .map(|w| fold(w, config.case_sensitive))
+            .collect();
         let mut found: Vec<&str> = Vec::new();
         for text in input.texts() {
             let hay = fold(text, config.case_sensitive);
@@ -60,7 +68,10 @@ impl Guardrail for Blocklist {
             let segments = input.map_texts(|text| redact(text, &words, config));
             return Ok(Verdict::rewrite(segments));
         }
-        Ok(Verdict::fail(format!("the text contains a blocked term: {}", found.join(", "))))
+        Ok(Verdict::fail(format!(
+            "the text contains a blocked term: {}",
+            found.join(", ")
+        )))
     }
 }
 

@@ -25,12 +25,15 @@ struct LatencyRouter;
 
 impl Router for LatencyRouter {
     type Config = Config;
-    const DESCRIPTION: &'static str = "Lowest observed latency first; untried targets are measured first";
+    const DESCRIPTION: &'static str =
+        "Lowest observed latency first; untried targets are measured first";
     const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"max_error_rate":{"type":"number","minimum":0,"maximum":1}}}"#;
 
     fn validate(config: &Config) -> Result<(), Error> {
         if !(0.0..=1.0).contains(&config.max_error_rate) {
-            return Err(Error::InvalidConfig("`max_error_rate` must be within [0, 1]".into()));
+            return Err(Error::InvalidConfig(
+                "`max_error_rate` must be within [0, 1]".into(),
+            ));
         }
         Ok(())
     }

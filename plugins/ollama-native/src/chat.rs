@@ -13,7 +13,10 @@ pub fn request(body: &Value, stream: bool) -> Result<Value, Error> {
         .and_then(Value::as_array)
         .ok_or_else(|| Error::InvalidInput("`messages` must be an array".into()))?;
     let mut out = Map::new();
-    out.insert("model".into(), body.get("model").cloned().unwrap_or(Value::Null));
+    out.insert(
+        "model".into(),
+        body.get("model").cloned().unwrap_or(Value::Null),
+    );
     out.insert("messages".into(), Value::Array(convert_messages(messages)?));
     out.insert("stream".into(), Value::Bool(stream));
     if let Some(tools) = body.get("tools") {
@@ -75,7 +78,10 @@ fn convert_messages(messages: &[Value]) -> Result<Vec<Value>, Error> {
         if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
             let mut converted = Vec::new();
             for call in calls {
-                let name = call.pointer("/function/name").and_then(Value::as_str).unwrap_or("");
+                let name = call
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let args = match call.pointer("/function/arguments") {
                     Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
                     Some(v) => v.clone(),
@@ -138,7 +144,9 @@ fn content(content: Option<&Value>, i: usize) -> Result<(String, Vec<String>), E
             }
             Ok((text, images))
         }
-        Some(_) => Err(Error::InvalidInput(format!("messages[{i}].content must be a string or an array"))),
+        Some(_) => Err(Error::InvalidInput(format!(
+            "messages[{i}].content must be a string or an array"
+        ))),
     }
 }
 
@@ -177,13 +185,19 @@ fn finish_reason(v: &Value, has_tools: bool) -> &'static str {
 }
 
 fn usage(v: &Value) -> Value {
-    let prompt = v.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
+    let prompt = v
+        .get("prompt_eval_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     let completion = v.get("eval_count").and_then(Value::as_u64).unwrap_or(0);
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 fn id(v: &Value) -> String {
-    format!("chatcmpl-ollama-{}", unix_seconds(v.get("created_at").and_then(Value::as_str).unwrap_or("")))
+    format!(
+        "chatcmpl-ollama-{}",
+        unix_seconds(v.get("created_at").and_then(Value::as_str).unwrap_or(""))
+    )
 }
 
 /// OpenAI's `chat.completion` for a whole `/api/chat` answer.
@@ -224,17 +238,27 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(model: Option<String>) -> Self {
-        Self { lines: Lines::default(), model, sent_role: false, saw_tools: false }
+        Self {
+            lines: Lines::default(),
+            model,
+            sent_role: false,
+            saw_tools: false,
+        }
     }
 
     fn chunk(&mut self, line: &str) -> Result<Option<String>, Error> {
         if line.trim().is_empty() {
             return Ok(None);
         }
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| Error::InvalidInput(format!("ollama sent a stream line that is not JSON: {e}")))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            Error::InvalidInput(format!("ollama sent a stream line that is not JSON: {e}"))
+        })?;
         if let Some(message) = v.get("error").and_then(Value::as_str) {
-            return Err(Error::Upstream(UpstreamError { status: 502, message: message.to_owned(), code: None }));
+            return Err(Error::Upstream(UpstreamError {
+                status: 502,
+                message: message.to_owned(),
+                code: None,
+            }));
         }
         let message = v.get("message").cloned().unwrap_or_else(|| json!({}));
         let mut delta = Map::new();
@@ -242,10 +266,18 @@ impl Stream {
             delta.insert("role".into(), json!("assistant"));
             self.sent_role = true;
         }
-        if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        if let Some(text) = message
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
             delta.insert("content".into(), json!(text));
         }
-        if let Some(thinking) = message.get("thinking").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        if let Some(thinking) = message
+            .get("thinking")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
             delta.insert("reasoning_content".into(), json!(thinking));
         }
         if let Some(calls) = tool_calls(&message, true) {
@@ -256,7 +288,11 @@ impl Stream {
         if delta.is_empty() && !done {
             return Ok(None);
         }
-        let model = v.get("model").cloned().or_else(|| self.model.clone().map(Value::String)).unwrap_or(Value::Null);
+        let model = v
+            .get("model")
+            .cloned()
+            .or_else(|| self.model.clone().map(Value::String))
+            .unwrap_or(Value::Null);
         let mut chunk = json!({
             "id": id(&v),
             "object": "chat.completion.chunk",

@@ -30,15 +30,23 @@ struct Ollama;
 const DEFAULT_BASE: &str = "http://127.0.0.1:11434";
 
 fn base_url(call: &Call) -> String {
-    let base = call.base_url.as_deref().unwrap_or(DEFAULT_BASE).trim_end_matches('/');
-    let base = base.strip_suffix("/v1").or_else(|| base.strip_suffix("/api")).unwrap_or(base);
+    let base = call
+        .base_url
+        .as_deref()
+        .unwrap_or(DEFAULT_BASE)
+        .trim_end_matches('/');
+    let base = base
+        .strip_suffix("/v1")
+        .or_else(|| base.strip_suffix("/api"))
+        .unwrap_or(base);
     base.to_owned()
 }
 
 impl Provider for Ollama {
     type Config = Config;
     type Stream = chat::Stream;
-    const DESCRIPTION: &'static str = "Ollama's native API (/api/chat with NDJSON streaming, /api/embed)";
+    const DESCRIPTION: &'static str =
+        "Ollama's native API (/api/chat with NDJSON streaming, /api/embed)";
     const CONFIG_SCHEMA: &'static str =
         r#"{"type":"object","additionalProperties":false,"properties":{"keep_alive":{}}}"#;
     const ENDPOINTS: &'static [Endpoint] = &[Endpoint::Chat, Endpoint::Embeddings];
@@ -52,12 +60,20 @@ impl Provider for Ollama {
                 "model": body.get("model").cloned().unwrap_or(Value::Null),
                 "input": body.get("input").cloned().unwrap_or(Value::Null),
             }),
-            _ => return Err(Error::Unsupported("ollama serves chat and embeddings".into())),
+            _ => {
+                return Err(Error::Unsupported(
+                    "ollama serves chat and embeddings".into(),
+                ));
+            }
         };
         if let Some(keep_alive) = &config.keep_alive {
             out["keep_alive"] = keep_alive.clone();
         }
-        let path = if call.endpoint == Endpoint::Chat { "/api/chat" } else { "/api/embed" };
+        let path = if call.endpoint == Endpoint::Chat {
+            "/api/chat"
+        } else {
+            "/api/embed"
+        };
         let mut req = HttpRequest::post_json(format!("{base}{path}"), &out);
         if let Some(key) = &call.api_key {
             req = req.header("authorization", format!("Bearer {key}"));
@@ -65,7 +81,12 @@ impl Provider for Ollama {
         Ok(req)
     }
 
-    fn parse_response(endpoint: Endpoint, status: u16, _headers: &[Pair], body: &[u8]) -> Result<String, Error> {
+    fn parse_response(
+        endpoint: Endpoint,
+        status: u16,
+        _headers: &[Pair],
+        body: &[u8],
+    ) -> Result<String, Error> {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             if (200..300).contains(&status) {
                 Error::InvalidInput(format!("ollama answered with a body that is not JSON: {e}"))
@@ -74,13 +95,20 @@ impl Provider for Ollama {
             }
         })?;
         if !(200..300).contains(&status) {
-            let message = value.get("error").and_then(Value::as_str).unwrap_or("ollama answered with an error");
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("ollama answered with an error");
             return Err(upstream_error(status, message));
         }
         let out = match endpoint {
             Endpoint::Chat => chat::response(&value),
             Endpoint::Embeddings => embeddings(&value),
-            _ => return Err(Error::Unsupported("ollama serves chat and embeddings".into())),
+            _ => {
+                return Err(Error::Unsupported(
+                    "ollama serves chat and embeddings".into(),
+                ));
+            }
         };
         Ok(out.to_string())
     }
@@ -91,7 +119,11 @@ impl Provider for Ollama {
 }
 
 fn upstream_error(status: u16, message: &str) -> Error {
-    Error::Upstream(UpstreamError { status, message: message.to_owned(), code: None })
+    Error::Upstream(UpstreamError {
+        status,
+        message: message.to_owned(),
+        code: None,
+    })
 }
 
 fn embeddings(v: &Value) -> Value {
@@ -105,7 +137,10 @@ fn embeddings(v: &Value) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let prompt = v.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0);
+    let prompt = v
+        .get("prompt_eval_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     json!({
         "object": "list",
         "data": data,

@@ -8,8 +8,16 @@ pub fn unix_seconds(ts: &str) -> i64 {
 
 fn parse(ts: &str) -> Option<i64> {
     let num = |s: &str| s.parse::<i64>().ok();
-    let (y, mo, d) = (num(ts.get(0..4)?)?, num(ts.get(5..7)?)?, num(ts.get(8..10)?)?);
-    let (h, mi, s) = (num(ts.get(11..13)?)?, num(ts.get(14..16)?)?, num(ts.get(17..19)?)?);
+    let (y, mo, d) = (
+        num(ts.get(0..4)?)?,
+        num(ts.get(5..7)?)?,
+        num(ts.get(8..10)?)?,
+    );
+    let (h, mi, s) = (
+        num(ts.get(11..13)?)?,
+        num(ts.get(14..16)?)?,
+        num(ts.get(17..19)?)?,
+    );
     let rest = ts.get(19..)?;
     let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
     let offset = match rest.as_bytes().first() {
@@ -41,8 +49,14 @@ mod tests {
     #[test]
     fn known_instants() {
         assert_eq!(super::unix_seconds("1970-01-01T00:00:00Z"), 0);
-        assert_eq!(super::unix_seconds("2024-05-01T12:34:56.789123Z"), 1_714_566_896);
-        assert_eq!(super::unix_seconds("2024-05-01T14:34:56+02:00"), 1_714_566_896);
+        assert_eq!(
+            super::unix_seconds("2024-05-01T12:34:56.789123Z"),
+            1_714_566_896
+        );
+        assert_eq!(
+            super::unix_seconds("2024-05-01T14:34:56+02:00"),
+            1_714_566_896
+        );
         assert_eq!(super::unix_seconds("garbage"), 0);
     }
 }
