@@ -6,10 +6,14 @@ mod build_support;
 
 use build_support::Plugin;
 
-/// The built-ins: one of each world.
+/// The built-ins: one of each world, and the `default` checks.
 const BUILTINS: &[Plugin] = &[
     Plugin {
         package: "blocklist",
+        target: "wasm32-unknown-unknown",
+    },
+    Plugin {
+        package: "default",
         target: "wasm32-unknown-unknown",
     },
     Plugin {

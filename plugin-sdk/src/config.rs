@@ -11,30 +11,37 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_json::from_str(text).map_err(|e| format!("invalid configuration: {e}"))
 }
 
-/// The last configuration parsed, kept so that repeated calls with the same
-/// configuration (the usual case) do not parse it again.
+/// How many configurations a [`ConfigCache`] keeps parsed (a component that
+/// serves several checks sees several at once).
+const KEPT: usize = 16;
+
+/// The configurations parsed most recently, kept so that repeated calls with
+/// the same configuration (the usual case) do not parse it again.
 pub struct ConfigCache<T> {
-    last: RefCell<Option<(String, std::rc::Rc<T>)>>,
+    kept: RefCell<Vec<(String, std::rc::Rc<T>)>>,
 }
 
 impl<T> Default for ConfigCache<T> {
     fn default() -> Self {
         Self {
-            last: RefCell::new(None),
+            kept: RefCell::new(Vec::new()),
         }
     }
 }
 
 impl<T: DeserializeOwned> ConfigCache<T> {
-    /// The parsed form of `text`, from the cache when it is the last one seen.
+    /// The parsed form of `text`, from the cache when it was seen lately.
     pub fn get(&self, text: &str) -> Result<std::rc::Rc<T>, String> {
-        if let Some((seen, parsed)) = &*self.last.borrow()
-            && seen == text
-        {
-            return Ok(parsed.clone());
+        let mut kept = self.kept.borrow_mut();
+        if let Some(at) = kept.iter().position(|(seen, _)| seen == text) {
+            let hit = kept.remove(at);
+            let parsed = hit.1.clone();
+            kept.insert(0, hit);
+            return Ok(parsed);
         }
         let parsed = std::rc::Rc::new(parse_config::<T>(text)?);
-        *self.last.borrow_mut() = Some((text.to_owned(), parsed.clone()));
+        kept.insert(0, (text.to_owned(), parsed.clone()));
+        kept.truncate(KEPT);
         Ok(parsed)
     }
 }
@@ -58,5 +65,11 @@ mod tests {
         assert_eq!(cache.get("{\"n\":2}").map(|c| c.n), Ok(2));
         assert_eq!(cache.get("{\"n\":2}").map(|c| c.n), Ok(2));
         assert_eq!(cache.get("{\"n\":3}").map(|c| c.n), Ok(3));
+        // Several configurations stay parsed, the least recent going first.
+        for n in 0..20 {
+            assert_eq!(cache.get(&format!("{{\"n\":{n}}}")).map(|c| c.n), Ok(n));
+        }
+        assert_eq!(cache.kept.borrow().len(), KEPT);
+        assert_eq!(cache.kept.borrow()[0].0, "{\"n\":19}");
     }
 }

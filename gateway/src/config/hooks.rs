@@ -24,6 +24,18 @@ pub struct CheckSpec {
     pub plugin: String,
     /// The plugin's configuration, as JSON text.
     pub parameters: String,
+    /// For an id `NS.NAME` when no plugin is named as above: the plugin `NS`,
+    /// which serves several checks, and its configuration
+    /// `{"check": NAME, "parameters": ...}` (`default.wordCount` is the
+    /// built-in `default` plugin's `wordCount`).
+    pub namespaced: Option<Namespaced>,
+}
+
+/// A check served by a plugin of several checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Namespaced {
+    pub plugin: String,
+    pub parameters: String,
 }
 
 /// One hook.
@@ -113,10 +125,17 @@ const HOOK_KEYS: &[&str] = &[
 ];
 
 fn check(id: &str, parameters: Option<&Value>) -> CheckSpec {
+    let namespaced = id.split_once('.').map(|(ns, name)| Namespaced {
+        plugin: ns.to_owned(),
+        parameters:
+            serde_json::json!({"check": name, "parameters": parameters.unwrap_or(&Value::Null)})
+                .to_string(),
+    });
     CheckSpec {
         id: id.to_owned(),
         plugin: id.strip_prefix("default.").unwrap_or(id).to_owned(),
         parameters: parameters.map_or_else(|| "{}".to_owned(), Value::to_string),
+        namespaced,
     }
 }
 

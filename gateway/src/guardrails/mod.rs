@@ -373,9 +373,25 @@ async fn run_check(
 ) -> (CheckResult, Option<Vec<String>>) {
     let started = Instant::now();
     let outcome = async {
-        let plugin = ctx.plugins.get_kind(&check.plugin, Kind::Guardrail)?;
-        plugin.ensure_valid(&check.parameters).await?;
-        plugin.check(&check.parameters, input).await
+        let (plugin, parameters) = match ctx.plugins.get_kind(&check.plugin, Kind::Guardrail) {
+            Ok(plugin) => (plugin, &check.parameters),
+            Err(plugins::PluginError::NotLoaded(name)) => match &check.namespaced {
+                Some(ns) => match ctx.plugins.get_kind(&ns.plugin, Kind::Guardrail) {
+                    Ok(plugin) => (plugin, &ns.parameters),
+                    Err(plugins::PluginError::NotLoaded(_)) => {
+                        return Err(plugins::PluginError::NotLoaded(format!(
+                            "{name}` or `{}",
+                            ns.plugin
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => return Err(plugins::PluginError::NotLoaded(name)),
+            },
+            Err(e) => return Err(e),
+        };
+        plugin.ensure_valid(parameters).await?;
+        plugin.check(parameters, input).await
     }
     .await;
     let took = started.elapsed();
