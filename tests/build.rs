@@ -30,6 +30,10 @@ const FIXTURES: &[Plugin] = &[
         package: "latency-router",
         target: "wasm32-unknown-unknown",
     },
+    Plugin {
+        package: "default",
+        target: "wasm32-unknown-unknown",
+    },
 ];
 
 fn main() {

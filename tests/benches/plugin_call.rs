@@ -1,6 +1,7 @@
 //! One guardrail call (host conversion + a warm pooled instance), with a 1 KB and
 //! a 64 KB request, for the Rust built-in (`blocklist`) and the Python,
-//! JavaScript and C examples; plus a fresh instance per call for the Rust one.
+//! JavaScript and C examples; plus a fresh instance per call for the Rust one;
+//! and each of the `default` plugin's checks on 1 KB.
 //!
 //! ```text
 //! cargo bench -p sluice-tests --bench plugin_call
@@ -100,6 +101,34 @@ fn bench(c: &mut Criterion) {
                 .expect("check")
         })
     });
+    group.finish();
+
+    // The `default` plugin's checks, each on a 1 KB request (target: 10 µs).
+    let default = plugin(
+        &engine,
+        &rt,
+        &PathBuf::from(sluice_tests::fixtures::DEFAULT),
+        Limits::default(),
+    );
+    let mut group = c.benchmark_group("default_check");
+    for (check, parameters) in [
+        ("wordCount", r#"{"maxWords": 500}"#),
+        ("contains", r#"{"words": ["forbidden"], "operator": "none"}"#),
+        ("regexMatch", r#"{"rule": "\\border-\\d+\\b", "not": true}"#),
+        ("bannedWords", r#"{"words": ["darn", "heck"]}"#),
+        ("pii", "{}"),
+        ("promptInjection", "{}"),
+        ("jsonKeys", r#"{"keys": ["q"], "operator": "none"}"#),
+    ] {
+        let config = format!(r#"{{"check": "{check}", "parameters": {parameters}}}"#);
+        rt.block_on(default.ensure_valid(&config)).expect("valid config");
+        group.bench_function(format!("{check}/1KB"), |b| {
+            b.iter(|| {
+                rt.block_on(default.check(&config, black_box(&one_kb)))
+                    .expect("check")
+            })
+        });
+    }
     group.finish();
 }
 

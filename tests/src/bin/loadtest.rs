@@ -2,12 +2,16 @@
 //! upstream, in one run.
 //!
 //! ```text
-//! cargo build --release -p sluice && cargo run --release -p sluice-tests --bin loadtest -- [--seconds 10] [--concurrency 1,16] [--guardrails 2] [--tree]
+//! cargo build --release -p sluice && cargo run --release -p sluice-tests --bin loadtest -- [--seconds 10] [--concurrency 1,16] [--guardrails 2 | --checks] [--tree]
 //! ```
 //!
 //! With `--guardrails N`, each concurrency also runs through the gateway with N
 //! before-request guardrail hooks (the built-in `blocklist` plugin, passing) and
 //! reports the CPU per request against plain passthrough.
+//!
+//! With `--checks`, the guarded run uses five of the `default` plugin's checks
+//! instead: `wordCount`, `pii` and `promptInjection` before the request,
+//! `bannedWords` and `contains` on the answer (all passing).
 //!
 //! With `--tree`, each concurrency also runs a one-target config and a
 //! three-level routing tree (fallback over loadbalance over targets, with
@@ -31,6 +35,7 @@ struct Args {
     seconds: u64,
     concurrency: Vec<usize>,
     guardrails: usize,
+    checks: bool,
     tree: bool,
 }
 
@@ -39,12 +44,18 @@ fn args() -> Result<Args> {
         seconds: 10,
         concurrency: vec![1, 16],
         guardrails: 0,
+        checks: false,
         tree: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if a == "--tree" {
             out.tree = true;
+            continue;
+        }
+        if a == "--checks" {
+            out.checks = true;
+            out.guardrails = 5;
             continue;
         }
         let v = it.next().with_context(|| format!("{a} needs a value"))?;
@@ -219,8 +230,19 @@ fn main() -> Result<()> {
         let hooks: Vec<serde_json::Value> = (0..args.guardrails)
             .map(|i| serde_json::json!({"id": format!("g{i}"), "deny": true, "blocklist": {"words": ["forbidden"]}}))
             .collect();
-        let guarded_config =
-            serde_json::json!({"provider": "mock", "input_guardrails": hooks}).to_string();
+        let guarded_config = if args.checks {
+            serde_json::json!({"provider": "mock",
+                "input_guardrails": [
+                    {"deny": true, "default.wordCount": {"maxWords": 500}},
+                    {"deny": true, "default.pii": {}},
+                    {"deny": true, "default.promptInjection": {}}],
+                "output_guardrails": [
+                    {"deny": true, "default.bannedWords": {"words": ["darn"]}},
+                    {"deny": true, "default.contains": {"words": ["forbidden"], "operator": "none"}}]})
+            .to_string()
+        } else {
+            serde_json::json!({"provider": "mock", "input_guardrails": hooks}).to_string()
+        };
         let guarded = [
             ("x-portkey-config", guarded_config.as_str()),
             ("authorization", "Bearer sk-load"),
