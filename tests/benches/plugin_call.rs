@@ -113,7 +113,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("default_check");
     for (check, parameters) in [
         ("wordCount", r#"{"maxWords": 500}"#),
-        ("contains", r#"{"words": ["forbidden"], "operator": "none"}"#),
+        (
+            "contains",
+            r#"{"words": ["forbidden"], "operator": "none"}"#,
+        ),
         ("regexMatch", r#"{"rule": "\\border-\\d+\\b", "not": true}"#),
         ("bannedWords", r#"{"words": ["darn", "heck"]}"#),
         ("pii", "{}"),
@@ -121,7 +124,8 @@ fn bench(c: &mut Criterion) {
         ("jsonKeys", r#"{"keys": ["q"], "operator": "none"}"#),
     ] {
         let config = format!(r#"{{"check": "{check}", "parameters": {parameters}}}"#);
-        rt.block_on(default.ensure_valid(&config)).expect("valid config");
+        rt.block_on(default.ensure_valid(&config))
+            .expect("valid config");
         group.bench_function(format!("{check}/1KB"), |b| {
             b.iter(|| {
                 rt.block_on(default.check(&config, black_box(&one_kb)))

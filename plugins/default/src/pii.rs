@@ -77,6 +77,19 @@ impl Entity {
         &all[i]
     }
 
+    /// Whether a text with these byte `traits` could hold a match at all: a
+    /// cheap test that spares the regex on prose (most text has no `@`, and
+    /// much no digit).
+    fn possible(self, traits: Traits) -> bool {
+        match self {
+            Entity::Email => traits.at,
+            Entity::Phone | Entity::CreditCard | Entity::Ssn => traits.digit,
+            Entity::Ip => traits.digit || traits.colon,
+            Entity::Iban => traits.digit && traits.upper,
+            Entity::Secret => traits.secret,
+        }
+    }
+
     /// Whether a pattern's match is really one (checksums, ranges).
     fn valid(self, m: &str) -> bool {
         let digits: Vec<u32> = m.chars().filter_map(|c| c.to_digit(10)).collect();
@@ -99,6 +112,48 @@ impl Entity {
 
     fn from_name(name: &str) -> Option<Self> {
         ENTITIES.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// What a text holds, from one pass over its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Traits {
+    digit: bool,
+    at: bool,
+    colon: bool,
+    upper: bool,
+    /// The start of a secret's prefix (`sk-`, `AKIA`, `gh?_`, `xox`, `AIza`,
+    /// `glpat-`, `-----BEGIN`).
+    secret: bool,
+}
+
+impl Traits {
+    fn of(text: &str) -> Self {
+        let b = text.as_bytes();
+        let mut t = Traits::default();
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                b'0'..=b'9' => t.digit = true,
+                b'@' => t.at = true,
+                b':' => t.colon = true,
+                b'A'..=b'Z' => {
+                    t.upper = true;
+                    if c == b'A' && matches!(b.get(i + 1), Some(b'K' | b'S' | b'I')) {
+                        t.secret = true;
+                    }
+                }
+                b's' if b.get(i + 1) == Some(&b'k') && b.get(i + 2) == Some(&b'-') => {
+                    t.secret = true
+                }
+                b'g' if matches!(b.get(i + 1), Some(b'h' | b'l')) => t.secret = true,
+                b'x' if b.get(i + 1) == Some(&b'o') && b.get(i + 2) == Some(&b'x') => {
+                    t.secret = true
+                }
+                b'-' if b.get(i + 1..i + 5) == Some(b"----") => t.secret = true,
+                _ => {}
+            }
+        }
+        t
     }
 }
 
@@ -223,8 +278,9 @@ impl Pii {
     /// Every match in `text`: (entity, start, end), without overlaps.
     fn matches(&self, text: &str) -> Vec<(Entity, usize, usize)> {
         let mut claimed: Vec<(Entity, usize, usize)> = Vec::new();
+        let traits = Traits::of(text);
         for e in ENTITIES {
-            if self.action(e) == Action::Ignore {
+            if self.action(e) == Action::Ignore || !e.possible(traits) {
                 continue;
             }
             for m in e.pattern().find_iter(text) {

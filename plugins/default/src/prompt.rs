@@ -8,73 +8,132 @@
 use std::sync::OnceLock;
 
 use base64_lite::decode;
-use regex::Regex;
 use sluice_plugin_sdk::guardrail::Verdict;
 
 struct Signal {
     name: &'static str,
     weight: f64,
-    pattern: &'static str,
+    trigger: &'static str,
+    then: Option<&'static str>,
 }
 
+// The patterns run on the lowercased text, byte-wise (`(?-u)`): lowercase
+// literals and ASCII word boundaries, much cheaper than Unicode
+// case-insensitive matching (the phrases are English). A signal is a trigger
+// and, optionally, what must follow it within a few words: the follow-up runs
+// only where a trigger matched, so the text is scanned by simple patterns.
 const SIGNALS: &[Signal] = &[
     Signal {
         name: "instruction_override",
         weight: 0.6,
-        pattern: r"(?is)\b(?:ignore|disregard|forget|override|bypass|skip)\b.{0,40}?\b(?:previous|prior|above|earlier|preceding|all|any|your|the|these|those)\b.{0,40}?\b(?:instructions?|prompts?|rules|directions|guidelines|context|constraints)\b",
+        trigger: r"(?-u)\b(?:ignore|disregard|forget|override|bypass|skip)\b",
+        then: Some(
+            r"(?s-u)\A.{0,40}?\b(?:previous|prior|above|earlier|preceding|all|any|your|the|these|those)\b.{0,40}?\b(?:instructions?|prompts?|rules|directions|guidelines|context|constraints)\b",
+        ),
     },
     Signal {
         name: "jailbreak_marker",
         weight: 0.5,
-        pattern: r"(?i)\b(?:DAN|do anything now|developer mode|jailbreak(?:en|ed)?|unfiltered mode|no (?:restrictions|limits|rules)|without (?:any )?(?:restrictions|filters|limits))\b",
+        trigger: r"(?-u)\b(?:dan|do anything now|developer mode|jailbreak(?:en|ed)?|unfiltered mode|no (?:restrictions|limits|rules)|without (?:any )?(?:restrictions|filters|limits))\b",
+        then: None,
     },
     Signal {
         name: "role_play",
         weight: 0.3,
-        pattern: r"(?i)\b(?:you are now|from now on,? you(?: are|'re| will)|pretend (?:to be|you are|that you)|act as (?:an? )?(?:unrestricted|evil|different)|roleplay as|role-play as)\b",
+        trigger: r"(?-u)\b(?:you are now|from now on,? you(?: are|'re| will)|pretend (?:to be|you are|that you)|act as (?:an? )?(?:unrestricted|evil|different)|roleplay as|role-play as)\b",
+        then: None,
     },
     Signal {
         name: "prompt_exfiltration",
         weight: 0.5,
-        pattern: r"(?is)\b(?:reveal|show|print|repeat|output|tell me|give me|what (?:is|are))\b.{0,30}?\b(?:system prompt|your (?:instructions|prompt|rules|guidelines)|hidden (?:prompt|instructions)|initial prompt)\b",
+        trigger: r"(?-u)\b(?:reveal|show|print|repeat|output|tell me|give me|what (?:is|are))\b",
+        then: Some(
+            r"(?s-u)\A.{0,30}?\b(?:system prompt|your (?:instructions|prompt|rules|guidelines)|hidden (?:prompt|instructions)|initial prompt)\b",
+        ),
     },
     Signal {
         name: "template_tokens",
         weight: 0.4,
-        pattern: r"(?im)<\|im_start\|>|<\|im_end\|>|<\|system\|>|<\|endoftext\|>|\[/?INST\]|<</?SYS>>|^\s*###\s*(?:system|instruction)\s*:",
+        trigger: r"(?-u)<\|(?:im_start|im_end|system|endoftext)\|>|\[/?inst\]|<</?sys>>|###\s*(?:system|instruction)\s*:",
+        then: None,
     },
 ];
 
-fn compiled() -> &'static Vec<Regex> {
-    static C: OnceLock<Vec<Regex>> = OnceLock::new();
-    C.get_or_init(|| {
-        SIGNALS
+/// Every trigger in one set (one pass over the text finds which occur), and
+/// each signal's own trigger and follow-up for where one did.
+struct Compiled {
+    triggers: regex::bytes::RegexSet,
+    each: Vec<(regex::bytes::Regex, Option<regex::bytes::Regex>)>,
+}
+
+fn compiled() -> &'static Compiled {
+    static C: OnceLock<Compiled> = OnceLock::new();
+    let build = |p: &str| regex::bytes::Regex::new(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    C.get_or_init(|| Compiled {
+        triggers: regex::bytes::RegexSet::new(SIGNALS.iter().map(|s| s.trigger))
+            .unwrap_or_else(|e| panic!("triggers: {e}")),
+        each: SIGNALS
             .iter()
-            .map(|s| Regex::new(s.pattern).unwrap_or_else(|e| panic!("{}: {e}", s.name)))
-            .collect()
+            .map(|s| (build(s.trigger), s.then.map(build)))
+            .collect(),
     })
 }
 
-fn base64_runs() -> &'static Regex {
-    static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| Regex::new(r"[A-Za-z0-9+/]{24,}={0,2}").unwrap_or_else(|e| panic!("{e}")))
+/// Runs of 24 or more base64 characters (with their `=` padding), found in
+/// one pass over the bytes.
+fn base64_runs(text: &str) -> impl Iterator<Item = &str> {
+    let b = text.as_bytes();
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < b.len() {
+            while at < b.len() && !is_b64(b[at]) {
+                at += 1;
+            }
+            let start = at;
+            while at < b.len() && is_b64(b[at]) {
+                at += 1;
+            }
+            let mut end = at;
+            while end < b.len() && end - at < 2 && b[end] == b'=' {
+                end += 1;
+            }
+            if at - start >= 24 {
+                at = end;
+                return Some(&text[start..end]);
+            }
+        }
+        None
+    })
 }
 
 /// The signals in `text`.
 fn signals(text: &str) -> Vec<(&'static str, f64)> {
-    SIGNALS
+    let lower = if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        text.to_lowercase()
+    };
+    let text = lower.as_bytes();
+    let c = compiled();
+    c.triggers
+        .matches(text)
         .iter()
-        .zip(compiled())
-        .filter(|(_, re)| re.is_match(text))
-        .map(|(s, _)| (s.name, s.weight))
+        .filter(|&i| match &c.each[i] {
+            (_, None) => true,
+            (trigger, Some(then)) => trigger
+                .find_iter(text)
+                .any(|m| then.is_match(&text[m.end()..])),
+        })
+        .map(|i| (SIGNALS[i].name, SIGNALS[i].weight))
         .collect()
 }
 
 /// Scores `text` and judges it against `threshold`.
 pub fn judge(text: &str, threshold: f64) -> Verdict {
     let mut found = signals(text);
-    for run in base64_runs().find_iter(text) {
-        let Some(decoded) = decode(run.as_str()) else {
+    for run in base64_runs(text) {
+        let Some(decoded) = decode(run) else {
             continue;
         };
         let printable = decoded
