@@ -96,6 +96,27 @@ async fn async_hooks_never_hold_or_change_the_request_but_are_counted() {
     }
     assert!(seen.contains(series), "{seen}");
     assert!(gw.logs().contains("async guardrail hook"), "{}", gw.logs());
+
+    // On a stream, a detached output hook neither holds nor ends it, and sees
+    // the whole text once it has passed.
+    let config = json!({"provider": "mock", "after_request_hooks": [
+        {"id": "watch-out", "async": true, "deny": true,
+         "checks": [{"id": "default.contains", "parameters": {"words": ["tok3"], "operator": "none"}}]}]});
+    let (status, text) = stream_with(&gw, &config, "m").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("tok3") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    let series = "sluice_guardrail_checks_total{check=\"default.contains\",stage=\"after_request\",result=\"fail\"} 1";
+    for _ in 0..40 {
+        seen = metrics(&gw).await;
+        if seen.contains(series) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.contains(series), "{seen}");
 }
 
 #[tokio::test]

@@ -559,7 +559,17 @@ async fn guard_stream(
     }
     let owned = Owned::of(ctx);
     let model = ready.options.model.clone();
-    match hooks.stream {
+    // Only detached hooks: nothing to hold the stream for; they get the whole
+    // text once it has passed.
+    let policy = if hooks.after.iter().all(|h| h.detached) {
+        StreamPolicy::Window {
+            window_chars: usize::MAX,
+            every_chars: usize::MAX,
+        }
+    } else {
+        hooks.stream
+    };
+    match policy {
         StreamPolicy::Buffer => {
             let bytes = axum::body::to_bytes(body, max_bytes).await.map_err(|_| {
                 GatewayError::UpstreamGarbage {
