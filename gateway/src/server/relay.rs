@@ -100,7 +100,12 @@ pub async fn relay(
 
     let bytes = tokio::time::timeout_at(
         deadline.at,
-        read_limited(upstream, max_bytes, provider.slug()),
+        crate::upstream::read_limited(
+            upstream,
+            max_bytes,
+            provider.slug(),
+            "upstream.max_response_bytes",
+        ),
     )
     .await
     .map_err(|_| deadline.error())??;
@@ -151,45 +156,6 @@ pub async fn relay(
     );
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response(status, headers, Body::from(wrapped.to_string()))
-}
-
-/// Reads a whole answer, refusing one larger than `limit` (a client-chosen host
-/// must not be able to make the gateway buffer without bound).
-async fn read_limited(
-    upstream: reqwest::Response,
-    limit: usize,
-    provider: &str,
-) -> Result<Bytes, GatewayError> {
-    let too_large = || GatewayError::UpstreamGarbage {
-        provider: provider.to_owned(),
-        detail: format!("the answer is larger than upstream.max_response_bytes ({limit} bytes)"),
-    };
-    if upstream.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut chunks = upstream.bytes_stream();
-    let mut first: Option<Bytes> = None;
-    let mut rest = bytes::BytesMut::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| GatewayError::UpstreamGarbage {
-            provider: provider.to_owned(),
-            detail: format!("the body was cut off: {}", describe(&e)),
-        })?;
-        let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
-        if held + chunk.len() > limit {
-            return Err(too_large());
-        }
-        // The usual single-chunk answer is kept without a copy.
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            None => rest.extend_from_slice(&chunk),
-            Some(f) => {
-                rest.extend_from_slice(&f);
-                rest.extend_from_slice(&chunk);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 fn response(

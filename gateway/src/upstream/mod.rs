@@ -12,6 +12,7 @@ mod tokens;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, header};
 
 pub use ssrf::{GuardedResolver, Refused, SsrfPolicy, find_refusal};
@@ -100,6 +101,48 @@ impl Upstream {
             .await
             .map_err(|e| map_error(provider, &e))
     }
+}
+
+/// Reads a whole answer, refusing one larger than `limit` (a client-chosen host
+/// must not be able to make the gateway buffer without bound).
+/// `setting` names the limit in the error.
+pub async fn read_limited(
+    upstream: reqwest::Response,
+    limit: usize,
+    provider: &str,
+    setting: &str,
+) -> Result<Bytes, GatewayError> {
+    use futures_util::StreamExt;
+    let too_large = || GatewayError::UpstreamGarbage {
+        provider: provider.to_owned(),
+        detail: format!("the answer is larger than {setting} ({limit} bytes)"),
+    };
+    if upstream.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut chunks = upstream.bytes_stream();
+    let mut first: Option<Bytes> = None;
+    let mut rest = bytes::BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::UpstreamGarbage {
+            provider: provider.to_owned(),
+            detail: format!("the body was cut off: {}", describe(&e)),
+        })?;
+        let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if held + chunk.len() > limit {
+            return Err(too_large());
+        }
+        // The usual single-chunk answer is kept without a copy.
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(f) => {
+                rest.extend_from_slice(&f);
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// Maps a transport error; the URL is left out (a query may carry a key).

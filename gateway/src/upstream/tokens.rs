@@ -142,34 +142,29 @@ fn read_answer(
     Ok((Secret::new(token.to_owned()), lifetime))
 }
 
-/// Reads a token answer body within [`MAX_ANSWER_BYTES`].
+/// Reads a token answer body within [`MAX_ANSWER_BYTES`] (the endpoint may be
+/// the client's: it must not make the gateway buffer without bound).
 pub async fn read_body(
     provider: &str,
     response: reqwest::Response,
 ) -> Result<(http::StatusCode, bytes::Bytes), GatewayError> {
     let status = response.status();
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(too_large(provider, status));
-    }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| super::map_error(provider, &e))?;
-    if body.len() > MAX_ANSWER_BYTES {
-        return Err(too_large(provider, status));
-    }
+    let body = super::read_limited(
+        response,
+        MAX_ANSWER_BYTES,
+        provider,
+        "the token answer's limit",
+    )
+    .await
+    .map_err(|e| match e {
+        GatewayError::UpstreamGarbage { detail, .. } => GatewayError::CredentialExchange {
+            provider: provider.to_owned(),
+            status: status.as_u16(),
+            detail: format!("the token endpoint's answer is unusable: {detail}"),
+        },
+        other => other,
+    })?;
     Ok((status, body))
-}
-
-fn too_large(provider: &str, status: http::StatusCode) -> GatewayError {
-    GatewayError::CredentialExchange {
-        provider: provider.to_owned(),
-        status: status.as_u16(),
-        detail: format!("the token endpoint's answer is over {MAX_ANSWER_BYTES} bytes"),
-    }
 }
 
 #[cfg(test)]
