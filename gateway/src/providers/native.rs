@@ -392,3 +392,19 @@ pub fn text_inputs<'r>(
         )),
     }
 }
+
+/// A provider setting from the client's `x-portkey-NAME` / `x-sluice-NAME`
+/// header.
+pub fn header_setting<'a>(call: &'a Call<'_>, header: &str) -> Option<&'a str> {
+    [format!("x-portkey-{header}"), format!("x-sluice-{header}")]
+        .iter()
+        .find_map(|h| call.client_headers.get(h.as_str())?.to_str().ok())
+}
+
+/// A string provider setting: the config target's `option`, else the header.
+pub fn setting<'a>(call: &'a Call<'_>, option: &str, header: &str) -> Option<&'a str> {
+    if let Some(serde_json::Value::String(s)) = call.options.get(option) {
+        return Some(s.as_str());
+    }
+    header_setting(call, header)
+}

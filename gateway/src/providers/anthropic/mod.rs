@@ -155,6 +155,15 @@ pub fn chat_stream(options: AnswerOptions) -> Option<Box<dyn ChunkTranslator>> {
     native::translator(Stream::new(options))
 }
 
+/// A Messages API body as a cloud that hosts Claude takes it (Bedrock's
+/// InvokeModel, Vertex's rawPredict): the model is in the URL, not the body,
+/// and `anthropic_version` is the cloud's unless the client gave one.
+pub fn cloud_body(body: &mut Map<String, Value>, version: &str) {
+    body.remove("model");
+    body.entry("anthropic_version")
+        .or_insert_with(|| Value::String(version.into()));
+}
+
 /// An OpenAI chat request as a Messages API request.
 pub fn to_messages(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     let req = super::body::parse_object(body)?;

@@ -38,7 +38,7 @@ use super::{
 use crate::GatewayError;
 use crate::error::openai_error;
 use crate::providers::messages;
-use crate::providers::native::{self, bad};
+use crate::providers::native::{self, bad, setting};
 
 const SPEC: &str = r#"
 [[provider]]
@@ -52,16 +52,6 @@ defaults = { aws_region = "us-east-1" }
 #[derive(Debug)]
 pub struct Bedrock {
     transport: OpenAiCompatible,
-}
-
-/// A setting from the config target, else `x-portkey-NAME` / `x-sluice-NAME`.
-fn setting<'a>(call: &'a Call<'_>, option: &str, header: &str) -> Option<&'a str> {
-    if let Some(Value::String(s)) = call.options.get(option) {
-        return Some(s.as_str());
-    }
-    [format!("x-portkey-{header}"), format!("x-sluice-{header}")]
-        .iter()
-        .find_map(|h| call.client_headers.get(h.as_str())?.to_str().ok())
 }
 
 /// A model id as one path segment (ids hold `:`, ARNs `/`).
@@ -106,9 +96,7 @@ impl Bedrock {
                 let mut body = super::body::parse_object(&call.body)?;
                 let model = model_segment(&body)?;
                 let stream = body.remove("stream") == Some(Value::Bool(true));
-                body.remove("model");
-                body.entry("anthropic_version")
-                    .or_insert_with(|| Value::String(ANTHROPIC_VERSION.into()));
+                super::anthropic::cloud_body(&mut body, ANTHROPIC_VERSION);
                 if let Some(beta) = call
                     .client_headers
                     .get("anthropic-beta")

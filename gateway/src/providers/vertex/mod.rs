@@ -88,35 +88,19 @@ pub fn publisher(model: &str) -> (Publisher, &str) {
     (Publisher::Google, model)
 }
 
-/// A setting from the config target.
-fn setting<'a>(call: &'a Call<'_>, option: &str) -> Option<&'a Value> {
-    call.options.get(option).filter(|v| !v.is_null())
-}
-
-/// A setting from `x-portkey-NAME` / `x-sluice-NAME`.
-fn header_setting<'a>(call: &'a Call<'_>, header: &str) -> Option<&'a str> {
-    [format!("x-portkey-{header}"), format!("x-sluice-{header}")]
-        .iter()
-        .find_map(|h| call.client_headers.get(h.as_str())?.to_str().ok())
-}
-
-/// A string setting: config option, then header.
+/// A string setting (config option, then header); empty means unset.
 fn text_setting<'a>(call: &'a Call<'_>, option: &str, header: &str) -> Option<&'a str> {
-    match setting(call, option) {
-        Some(Value::String(s)) => Some(s.as_str()),
-        _ => header_setting(call, header),
-    }
-    .filter(|s| !s.is_empty())
+    native::setting(call, option, header).filter(|s| !s.is_empty())
 }
 
 /// The call's service account, if it carries one.
 fn service_account(call: &Call<'_>) -> Result<Option<ServiceAccount>, GatewayError> {
     const OPTION: &str = "vertex_service_account_json";
     const HEADER: &str = "vertex-service-account-json";
-    if let Some(value) = setting(call, OPTION) {
+    if let Some(value) = call.options.get(OPTION).filter(|v| !v.is_null()) {
         return ServiceAccount::from_value(value).map(Some);
     }
-    header_setting(call, HEADER)
+    native::header_setting(call, HEADER)
         .map(|text| ServiceAccount::from_value(&Value::String(text.to_owned())))
         .transpose()
 }
@@ -303,12 +287,9 @@ fn to_vec(v: &Value) -> Result<Vec<u8>, GatewayError> {
     serde_json::to_vec(v).map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
-/// A Messages API body as Vertex takes it: no `model` (it is in the URL),
-/// `anthropic_version` in the body.
+/// A Messages API body as Vertex takes it.
 fn claude_body(mut body: Map<String, Value>) -> Result<Vec<u8>, GatewayError> {
-    body.remove("model");
-    body.entry("anthropic_version")
-        .or_insert_with(|| Value::String(ANTHROPIC_VERSION.into()));
+    anthropic::cloud_body(&mut body, ANTHROPIC_VERSION);
     to_vec(&Value::Object(body))
 }
 
