@@ -143,3 +143,15 @@ pub async fn post_json(
     }
     req.send().await.unwrap_or_else(|e| panic!("send: {e}"))
 }
+
+/// `GET /metrics` of `gw`, as text.
+pub async fn metrics(gw: &Gateway) -> String {
+    client()
+        .get(gw.at("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("metrics text: {e}"))
+}

@@ -20,15 +20,20 @@ fn sent_text(mock: &MockUpstream) -> String {
         .to_owned()
 }
 
-async fn metrics(gw: &sluice_tests::Gateway) -> String {
-    client()
-        .get(gw.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+use sluice_tests::metrics;
+
+/// Polls `/metrics` (within 2 s) until it holds `series`: async hooks count
+/// after the answer has gone.
+async fn wait_for_series(gw: &sluice_tests::Gateway, series: &str) {
+    let mut seen = String::new();
+    for _ in 0..40 {
+        seen = metrics(gw).await;
+        if seen.contains(series) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never appeared in:\n{seen}");
 }
 
 #[tokio::test]
@@ -85,16 +90,11 @@ async fn async_hooks_never_hold_or_change_the_request_but_are_counted() {
     assert!(body.get("hook_results").is_none(), "{body}");
     assert_eq!(sent_text(&mock), "say alpha");
     // Its verdict lands in the metrics once it has run.
-    let series = "sluice_guardrail_checks_total{check=\"default.blocklist\",stage=\"before_request\",result=\"fail\"} 1";
-    let mut seen = String::new();
-    for _ in 0..40 {
-        seen = metrics(&gw).await;
-        if seen.contains(series) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen.contains(series), "{seen}");
+    wait_for_series(
+        &gw,
+        "sluice_guardrail_checks_total{check=\"default.blocklist\",stage=\"before_request\",result=\"fail\"} 1",
+    )
+    .await;
     assert!(gw.logs().contains("async guardrail hook"), "{}", gw.logs());
 
     // On a stream, a detached output hook neither holds nor ends it, and sees
@@ -108,15 +108,11 @@ async fn async_hooks_never_hold_or_change_the_request_but_are_counted() {
         text.contains("tok3") && text.ends_with("data: [DONE]\n\n"),
         "{text}"
     );
-    let series = "sluice_guardrail_checks_total{check=\"default.contains\",stage=\"after_request\",result=\"fail\"} 1";
-    for _ in 0..40 {
-        seen = metrics(&gw).await;
-        if seen.contains(series) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen.contains(series), "{seen}");
+    wait_for_series(
+        &gw,
+        "sluice_guardrail_checks_total{check=\"default.contains\",stage=\"after_request\",result=\"fail\"} 1",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -380,14 +380,7 @@ async fn a_failing_target_trips_its_breaker_and_is_skipped_until_the_cool_down()
     assert!(failing["retry_in_ms"].as_u64().is_some_and(|ms| ms > 0));
     let backup = targets.iter().find(|t| t["target"] == "mock backup");
     assert_eq!(backup.map(|t| t["circuit"].clone()), Some(json!("closed")));
-    let metrics = client()
-        .get(gw.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = sluice_tests::metrics(&gw).await;
     for line in [
         "sluice_circuit_state{target=\"mock fault:status=500\"} 2",
         "sluice_circuit_state{target=\"mock backup\"} 0",
