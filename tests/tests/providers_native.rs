@@ -276,17 +276,22 @@ async fn cohere_chat_stream_embeddings_rerank_and_errors_through_the_gateway() {
     assert_eq!(body["error"]["message"], "mock cohere error 429");
 }
 
+/// Bedrock at the mock, signed with test credentials.
+fn bedrock_headers(mock: &sluice_tests::MockUpstream) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-portkey-provider", "bedrock".into()),
+        ("x-portkey-custom-host", mock.url("")),
+        ("x-portkey-aws-access-key-id", "AKIDE2E".into()),
+        ("x-portkey-aws-secret-access-key", "secret-e2e".into()),
+    ]
+}
+
 #[tokio::test]
 async fn bedrock_converse_stream_embeddings_and_errors_through_the_gateway() {
     let (mock, gw) = gateway_with_mock("").await;
     let send = |path: &'static str, body: Value| {
-        let headers = vec![
-            ("x-portkey-provider", "bedrock".into()),
-            ("x-portkey-custom-host", mock.url("")),
-            ("x-portkey-aws-access-key-id", "AKIDE2E".into()),
-            ("x-portkey-aws-secret-access-key", "secret-e2e".into()),
-            ("x-portkey-aws-region", "eu-central-1".into()),
-        ];
+        let mut headers = bedrock_headers(&mock);
+        headers.push(("x-portkey-aws-region", "eu-central-1".into()));
         let gw = &gw;
         async move { sluice_tests::post_json(gw, path, &headers, &body).await }
     };
@@ -434,13 +439,8 @@ async fn the_responses_api_passes_to_openai_and_is_translated_for_chat_only_prov
 async fn bedrock_takes_claude_clients_messages_as_they_are() {
     let (mock, gw) = gateway_with_mock("").await;
     let send = |path: &'static str, body: Value| {
-        let headers = vec![
-            ("x-portkey-provider", "bedrock".into()),
-            ("x-portkey-custom-host", mock.url("")),
-            ("x-portkey-aws-access-key-id", "AKIDE2E".into()),
-            ("x-portkey-aws-secret-access-key", "secret-e2e".into()),
-            ("anthropic-version", "2023-06-01".into()),
-        ];
+        let mut headers = bedrock_headers(&mock);
+        headers.push(("anthropic-version", "2023-06-01".into()));
         let gw = &gw;
         async move { sluice_tests::post_json(gw, path, &headers, &body).await }
     };
