@@ -311,13 +311,13 @@ sluice_plugin_sdk::export_provider!({ty});
     }
 }
 
-/// The WIT package, one document (the files of `wit/v0.1.0/` joined).
+/// The WIT package, one document (the files of `wit/v0.1.1/` joined).
 fn wit_source() -> String {
     let files = [
-        include_str!("../../wit/v0.1.0/types.wit"),
-        include_str!("../../wit/v0.1.0/guardrail.wit"),
-        include_str!("../../wit/v0.1.0/provider.wit"),
-        include_str!("../../wit/v0.1.0/router.wit"),
+        include_str!("../../wit/v0.1.1/types.wit"),
+        include_str!("../../wit/v0.1.1/guardrail.wit"),
+        include_str!("../../wit/v0.1.1/provider.wit"),
+        include_str!("../../wit/v0.1.1/router.wit"),
     ];
     let mut out = String::new();
     for (i, f) in files.iter().enumerate() {

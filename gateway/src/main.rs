@@ -231,6 +231,7 @@ fn serve(
         plugins,
         targets: Arc::new(sluice::routing::Targets::new(config.breaker.clone())),
         tokens: Arc::default(),
+        fetches: Arc::default(),
         guardrails: Arc::default(),
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "guardrail",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.1.1",
         pub_export_macro: true,
         export_macro_name: "__export_guardrail_world",
         default_bindings_module: "::sluice_plugin_sdk::guardrail::bindings",
@@ -16,7 +16,9 @@ pub mod bindings {
 }
 
 pub use bindings::exports::sluice::plugin::checks::{CheckInput, Failure, Outcome, Verdict};
-pub use bindings::sluice::plugin::host::{Level, log};
+pub use bindings::sluice::plugin::host::{
+    HttpRequest, HttpResponse, Level, fetch, log, request_header,
+};
 pub use bindings::sluice::plugin::types::{Endpoint, Error, Pair, Role, Segment, Stage};
 
 /// A guardrail. Implement [`Guardrail::check`]; everything else has a default.

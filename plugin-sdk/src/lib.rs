@@ -1,7 +1,7 @@
 //! The Sluice plugin SDK: what a Rust plugin author depends on.
 //!
 //! A Sluice plugin is a WebAssembly component implementing one world of the WIT
-//! package `sluice:plugin@0.1.0` (the repository's `wit/` folder): a guardrail, a
+//! package `sluice:plugin@0.1.1` (the repository's `wit/` folder): a guardrail, a
 //! provider adapter or a router. With this crate a plugin is a type implementing
 //! one trait and one export macro:
 //!
@@ -66,7 +66,7 @@ pub use serde_json as __serde_json;
 pub use wit_bindgen as __wit_bindgen;
 
 /// The WIT package version this SDK builds plugins against.
-pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
+pub const WIT_PACKAGE_VERSION: &str = "0.1.1";
 
 /// The SDK's own version, stamped into built components (custom section
 /// [`SDK_VERSION_SECTION`]) and checked by the host when it loads them.

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "provider",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.1.1",
         pub_export_macro: true,
         export_macro_name: "__export_provider_world",
         default_bindings_module: "::sluice_plugin_sdk::provider::bindings",

@@ -29,6 +29,7 @@ fn input(bytes: usize) -> CheckInput {
         metadata: vec![("user".into(), "u1".into())],
         segments: vec![("system".into(), "Be brief.".into()), ("user".into(), text)],
         body: None,
+        grants: Default::default(),
     }
 }
 

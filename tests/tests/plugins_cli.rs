@@ -83,7 +83,7 @@ fn check_describes_a_component_and_explains_what_is_wrong() {
     assert_eq!(json["kind"], "guardrail");
     assert_eq!(json["wasi"], true);
     assert_eq!(json["sdk_version"], sluice::plugins::SDK_VERSION);
-    assert_eq!(json["wit_version"], "0.1.0");
+    assert_eq!(json["wit_version"], sluice::plugins::WIT_PACKAGE_VERSION);
 
     let out = sluice(&[
         "plugins",

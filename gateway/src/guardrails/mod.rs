@@ -67,6 +67,9 @@ pub struct Context<'a> {
     pub plugins: &'a Arc<plugins::Registry>,
     /// Where every check's outcome and latency is counted.
     pub stats: &'a Arc<Stats>,
+    /// What checks may reach through the plugin host: the request's headers
+    /// and HTTP calls.
+    pub grants: plugins::Grants,
 }
 
 /// The results of one stage.
@@ -122,6 +125,7 @@ fn input(
             .collect(),
         segments,
         body,
+        grants: ctx.grants.clone(),
     }
 }
 

@@ -109,6 +109,7 @@ pub struct Owned {
     metadata: serde_json::Map<String, Value>,
     plugins: Arc<crate::plugins::Registry>,
     stats: Arc<super::Stats>,
+    grants: crate::plugins::Grants,
 }
 
 impl Owned {
@@ -119,6 +120,7 @@ impl Owned {
             metadata: ctx.metadata.clone(),
             plugins: ctx.plugins.clone(),
             stats: ctx.stats.clone(),
+            grants: ctx.grants.clone(),
         }
     }
 
@@ -129,6 +131,7 @@ impl Owned {
             metadata: &self.metadata,
             plugins: &self.plugins,
             stats: &self.stats,
+            grants: self.grants.clone(),
         }
     }
 }

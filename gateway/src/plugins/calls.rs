@@ -9,9 +9,9 @@ use wasmtime::component::ResourceAny;
 
 use super::load::endpoint_to_wit;
 use super::pool::{Lease, Pool};
-use super::v0_1_0::provider::exports::sluice::plugin::adapter;
-use super::v0_1_0::router::exports::sluice::plugin::routing;
-use super::v0_1_0::{guardrail::exports::sluice::plugin::checks, provider, types};
+use super::v0_1::provider::exports::sluice::plugin::adapter;
+use super::v0_1::router::exports::sluice::plugin::routing;
+use super::v0_1::{guardrail::exports::sluice::plugin::checks, provider, types};
 use super::{Info, Kind, Plugin, PluginError, World};
 use crate::providers::Endpoint;
 
@@ -26,6 +26,8 @@ pub struct CheckInput {
     /// (role, text) in order.
     pub segments: Vec<(String, String)>,
     pub body: Option<String>,
+    /// What the call may reach through `host` (headers, HTTP calls).
+    pub grants: super::Grants,
 }
 
 /// A check's outcome.
@@ -195,11 +197,13 @@ impl Plugin {
         };
         let mut lease = pool.lease().await?;
         let inst = &mut lease.instance;
+        inst.store.data_mut().grants = Some(input.grants.clone());
         let r = inst
             .bindings
             .sluice_plugin_checks()
             .call_check(&mut inst.store, config, &wit)
             .await;
+        inst.store.data_mut().grants = None;
         let verdict = pool.finish(lease, r)?.map_err(|e| self.error(e))?;
         let outcome = match verdict.outcome {
             checks::Outcome::Pass => Outcome::Pass,

@@ -13,7 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{EngineLimits, Limiter, Limits};
-use super::v0_1_0::host;
+use super::v0_1::{host, types};
 
 /// How often the epoch advances: the granularity of CPU budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -96,6 +96,8 @@ impl PluginEngine {
                 limiter: Limiter::new(limits),
                 deadline: Instant::now(),
                 budget_exceeded: false,
+                grants: None,
+                fetches_left: 0,
                 wasi: None,
                 table: ResourceTable::new(),
             },
@@ -122,6 +124,11 @@ pub struct HostState {
     pub deadline: Instant,
     /// Set when the epoch callback stopped a call for its budget.
     pub budget_exceeded: bool,
+    /// What the running call may reach (`host.request-header`, `host.fetch`);
+    /// `None` between calls and for calls not made for a request.
+    pub grants: Option<super::Grants>,
+    /// `host.fetch` calls the running call may still make.
+    fetches_left: u32,
     /// WASI state, made on first use for plugins that import WASI. It grants
     /// nothing: no preopened directories, no environment, no arguments, no
     /// sockets, no name lookups; stdio reads nothing and writes are discarded.
@@ -134,6 +141,7 @@ impl HostState {
     pub fn begin_call(&mut self, budget: Duration) {
         self.deadline = Instant::now() + budget;
         self.budget_exceeded = false;
+        self.fetches_left = super::grants::MAX_FETCHES_PER_CALL;
     }
 }
 
@@ -154,7 +162,7 @@ impl WasiView for HostState {
     }
 }
 
-impl super::v0_1_0::types::Host for HostState {}
+impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) {
@@ -168,6 +176,75 @@ impl host::Host for HostState {
             host::Level::Error => tracing::error!(plugin, "{message}"),
         }
     }
+
+    fn request_header(&mut self, name: String) -> Option<String> {
+        self.grants.as_ref()?.header(&name)
+    }
+
+    async fn fetch(&mut self, request: host::HttpRequest) -> Result<host::HttpResponse, String> {
+        let outbound = self
+            .grants
+            .as_ref()
+            .and_then(|g| g.outbound.clone())
+            .ok_or("HTTP calls are granted only to calls made for a request")?;
+        if self.fetches_left == 0 {
+            return Err(format!(
+                "a call may make at most {} HTTP calls",
+                super::grants::MAX_FETCHES_PER_CALL
+            ));
+        }
+        self.fetches_left -= 1;
+        let request = fetch_request(request)?;
+        let (method, host) = (
+            request.method.clone(),
+            request.url.host_str().unwrap_or_default().to_owned(),
+        );
+        let timeout = request.timeout;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(timeout, outbound.fetch(request))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())));
+        // Waiting is not running: the budget is for the plugin's own work.
+        self.deadline += started.elapsed();
+        let plugin = &*self.plugin;
+        match &answer {
+            Ok(r) => tracing::debug!(plugin, %method, host, status = r.status, "plugin fetch"),
+            Err(e) => tracing::info!(plugin, %method, host, error = %e, "plugin fetch failed"),
+        }
+        answer.map(|r| host::HttpResponse {
+            status: r.status,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(key, value)| types::Pair { key, value })
+                .collect(),
+            body: r.body,
+        })
+    }
+}
+
+/// A plugin's request, checked: a known method, an `http(s)` URL, a timeout
+/// within the cap.
+fn fetch_request(r: host::HttpRequest) -> Result<super::FetchRequest, String> {
+    let method = match r.method.to_ascii_uppercase().as_str() {
+        "GET" => http::Method::GET,
+        "POST" => http::Method::POST,
+        "PUT" => http::Method::PUT,
+        "PATCH" => http::Method::PATCH,
+        "DELETE" => http::Method::DELETE,
+        other => return Err(format!("method `{other}` is not allowed")),
+    };
+    let url = url::Url::parse(&r.url).map_err(|e| format!("bad URL: {e}"))?;
+    let timeout =
+        Duration::from_millis(u64::from(r.timeout_ms.max(1))).min(super::grants::MAX_FETCH_TIMEOUT);
+    Ok(super::FetchRequest {
+        method,
+        url,
+        headers: r.headers.into_iter().map(|p| (p.key, p.value)).collect(),
+        body: r.body,
+        timeout,
+        cache_for: Duration::from_secs(u64::from(r.cache_seconds)),
+    })
 }
 
 /// A small engine shared by unit tests (one pool for the whole test binary).

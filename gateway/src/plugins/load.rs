@@ -15,7 +15,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use super::engine::{HostState, PluginEngine};
 use super::limits::Limits;
 use super::pool::Pool;
-use super::v0_1_0::{self, guardrail, provider, router, types};
+use super::v0_1::{self, guardrail, provider, router, types};
 use super::{Info, Kind, Plugin, PluginError, Source, World, describe};
 use crate::providers::Endpoint;
 
@@ -63,10 +63,10 @@ pub async fn load(
         .map(|(n, _)| n.to_owned())
         .collect();
     let (kind, wit_version) = world_of(&exports).map_err(fail)?;
-    if wit_version != v0_1_0::VERSION {
+    if !wit_supported(&wit_version) {
         return Err(fail(format!(
-            "built for sluice:plugin@{wit_version}; this gateway speaks sluice:plugin@{}",
-            v0_1_0::VERSION
+            "built for sluice:plugin@{wit_version}; this gateway speaks sluice:plugin@0.1.0 to {}",
+            v0_1::VERSION
         )));
     }
     let wasi = imports.iter().any(|i| i.starts_with("wasi:"));
@@ -191,6 +191,14 @@ fn compatible(v: &str) -> bool {
     major_minor(v) == major_minor(crate::plugins::SDK_VERSION)
 }
 
+/// A WIT version of the line the host binds, no newer than it: a newer patch
+/// may import what this host does not have.
+fn wit_supported(v: &str) -> bool {
+    let patch = |v: &str| v.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
+    major_minor(v) == major_minor(v0_1::VERSION)
+        && matches!((patch(v), patch(v0_1::VERSION)), (Some(p), Some(ours)) if p <= ours)
+}
+
 pub fn endpoint_from_wit(e: types::Endpoint) -> Option<Endpoint> {
     match e {
         types::Endpoint::Chat => Some(Endpoint::Chat),
@@ -225,6 +233,8 @@ mod tests {
         .expect("router");
         assert_eq!((kind, v.as_str()), (Kind::Router, "0.1.0"));
         let err = world_of(&["wasi:cli/run@0.2.0".into()]).expect_err("none");
+        assert!(wit_supported("0.1.0") && wit_supported(v0_1::VERSION));
+        assert!(!wit_supported("0.1.99") && !wit_supported("0.2.0") && !wit_supported("1.1.0"));
         assert!(err.contains("wasi:cli/run@0.2.0"), "{err}");
     }
 }

@@ -1,11 +1,13 @@
 //! The WebAssembly plugin host: guardrails, provider adapters and routers as
-//! components of the WIT package in `wit/` (`sluice:plugin@0.1.0`), sandboxed,
+//! components of the WIT package in `wit/` (`sluice:plugin@0.1`), sandboxed,
 //! pooled, hot-reloaded.
 //!
 //! - [`engine`]: the one wasmtime engine (pooling allocator, epoch ticker, code
-//!   cache) and the per-instance host state, which grants nothing but `host.log`
-//!   (and, to plugins that import WASI, a WASI context with no files, env or
-//!   sockets).
+//!   cache) and the per-instance host state, which grants nothing but the
+//!   `host` interface (and, to plugins that import WASI, a WASI context with no
+//!   files, env or sockets).
+//! - [`grants`]: what `host` gives a call made for a request: its headers, and
+//!   HTTP calls the pipeline's client makes for it.
 //! - [`limits`]: every limit, in one place.
 //! - [`load`]: bytes → a checked, pre-instantiated [`Plugin`].
 //! - [`pool`]: warm instances, one call at a time each.
@@ -22,12 +24,13 @@
 pub mod builtin;
 mod calls;
 pub mod engine;
+pub mod grants;
 pub mod host;
 pub mod limits;
 mod load;
 mod pool;
 mod registry;
-pub mod v0_1_0;
+pub mod v0_1;
 mod watch;
 
 #[cfg(test)]
@@ -43,6 +46,7 @@ pub use calls::{
     StreamTranslator, Verdict,
 };
 pub use engine::PluginEngine;
+pub use grants::{FetchFuture, FetchRequest, FetchResponse, Grants, Outbound};
 pub use limits::{EngineLimits, Isolation, Limits};
 pub use load::load;
 pub use registry::{Registry, Status};
@@ -123,12 +127,12 @@ impl std::fmt::Debug for Plugin {
 }
 
 enum World {
-    Guardrail(pool::Pool<v0_1_0::guardrail::GuardrailPre<engine::HostState>>),
+    Guardrail(pool::Pool<v0_1::guardrail::GuardrailPre<engine::HostState>>),
     Provider {
-        pool: pool::Pool<v0_1_0::provider::ProviderPre<engine::HostState>>,
+        pool: pool::Pool<v0_1::provider::ProviderPre<engine::HostState>>,
         endpoints: Vec<Endpoint>,
     },
-    Router(pool::Pool<v0_1_0::router::RouterPre<engine::HostState>>),
+    Router(pool::Pool<v0_1::router::RouterPre<engine::HostState>>),
 }
 
 impl Plugin {

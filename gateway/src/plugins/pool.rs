@@ -41,7 +41,7 @@ macro_rules! world_pre {
         }
     };
 }
-use super::v0_1_0::{guardrail, provider, router};
+use super::v0_1::{guardrail, provider, router};
 world_pre!(guardrail::GuardrailPre<HostState>, guardrail::Guardrail);
 world_pre!(provider::ProviderPre<HostState>, provider::Provider);
 world_pre!(router::RouterPre<HostState>, router::Router);

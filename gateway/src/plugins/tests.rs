@@ -30,6 +30,7 @@ fn input(texts: &[&str]) -> CheckInput {
             .map(|t| ("user".to_owned(), (*t).to_owned()))
             .collect(),
         body: None,
+        grants: Default::default(),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Shared {
     pub targets: Arc<crate::routing::Targets>,
     /// Providers' access tokens (Vertex AI's), exchanged once for every worker.
     pub tokens: Arc<crate::upstream::Tokens>,
+    /// Answers plugins' `host.fetch` GETs may reuse (JWKS), for every worker.
+    pub fetches: Arc<crate::upstream::FetchCache>,
     /// Guardrail checks' outcomes and latency.
     pub guardrails: Arc<crate::guardrails::Stats>,
 }
@@ -44,6 +46,8 @@ pub struct Shared {
 pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub upstream: Upstream,
+    /// The upstream client as plugins' `host.fetch` sees it.
+    pub outbound: Arc<dyn crate::plugins::Outbound>,
     /// Plugins, shared by every worker.
     pub plugins: Arc<crate::plugins::Registry>,
     /// Targets' recent health and circuits, shared by every worker.
@@ -60,9 +64,10 @@ impl AppState {
     pub fn new(config: Arc<ServerConfig>, shared: &Shared) -> Result<Self, GatewayError> {
         let upstream = Upstream::new(&config.upstream, config.ssrf.clone())
             .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?
-            .sharing_tokens(shared.tokens.clone());
+            .sharing(shared.tokens.clone(), shared.fetches.clone());
         Ok(Self {
             config,
+            outbound: Arc::new(upstream.clone()),
             upstream,
             plugins: shared.plugins.clone(),
             targets: shared.targets.clone(),

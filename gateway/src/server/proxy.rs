@@ -153,6 +153,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
         parts: &parts,
         bytes: bytes.clone(),
         metadata: &metadata,
+        grants: Default::default(),
     };
     let engine = Engine::new(
         &state.config,
@@ -206,6 +207,8 @@ struct Proxied<'a> {
     parts: &'a http::request::Parts,
     bytes: Bytes,
     metadata: &'a Map<String, Value>,
+    /// What guardrail plugins may reach, made once on first use.
+    grants: std::sync::OnceLock<crate::plugins::Grants>,
 }
 
 /// A body prepared for one target.
@@ -233,6 +236,16 @@ impl Proxied<'_> {
             metadata: self.metadata,
             plugins: &self.state.plugins,
             stats: &self.state.guardrails,
+            grants: if target.hooks.is_empty() {
+                crate::plugins::Grants::default()
+            } else {
+                self.grants
+                    .get_or_init(|| crate::plugins::Grants {
+                        headers: Some(Arc::new(self.parts.headers.clone())),
+                        outbound: Some(self.state.outbound.clone()),
+                    })
+                    .clone()
+            },
         }
     }
 }

@@ -7,6 +7,7 @@
 //! provider's answer, and a redirect must not sidestep the policy); the guarded one
 //! ignores proxy environment variables so the policy sees the real address.
 
+mod fetch;
 mod ssrf;
 mod tokens;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, header};
 
+pub use fetch::FetchCache;
 pub use ssrf::{GuardedResolver, Refused, SsrfPolicy, find_refusal};
 pub use tokens::{TokenSource, Tokens};
 
@@ -29,6 +31,7 @@ pub struct Upstream {
     guarded: reqwest::Client,
     policy: Arc<SsrfPolicy>,
     tokens: Arc<Tokens>,
+    fetches: Arc<FetchCache>,
 }
 
 impl Upstream {
@@ -51,12 +54,15 @@ impl Upstream {
                 .build()?,
             policy,
             tokens: Arc::default(),
+            fetches: Arc::default(),
         })
     }
 
-    /// Uses `tokens` as the token cache (one for every worker's clients).
-    pub fn sharing_tokens(mut self, tokens: Arc<Tokens>) -> Self {
+    /// Uses `tokens` as the token cache and `fetches` as the memory of
+    /// plugins' GETs (one of each for every worker's clients).
+    pub fn sharing(mut self, tokens: Arc<Tokens>, fetches: Arc<FetchCache>) -> Self {
         self.tokens = tokens;
+        self.fetches = fetches;
         self
     }
 

@@ -1,18 +1,23 @@
-//! Host bindings of `sluice:plugin@0.1.0` (`wit/v0.1.0/`), one module per world.
+//! Host bindings of `sluice:plugin@0.1` — the newest 0.1 release,
+//! `wit/v0.1.1/` — one module per world.
 //!
-//! A released WIT version is frozen. When `0.2.0` comes, it gets a module of its
-//! own beside this one, and the loader picks the module from the version in a
-//! component's export names, so old plugins keep loading (Zed's per-version host
-//! modules).
+//! A released WIT version is frozen; a new one goes beside it. Versions of one
+//! minor line only add (0.1.1 added `host.request-header` and `host.fetch`), so
+//! the host binds the newest of the line and loads every older component of it:
+//! wasmtime matches a component's `…@0.1.0` imports and exports to these
+//! `…@0.1.1` ones by semver. A breaking version (`0.2.0`) would get a module of
+//! its own beside this one, picked by the version in a component's export names
+//! (Zed's per-version host modules).
 
-/// The version of the package, as it appears in export names.
-pub const VERSION: &str = "0.1.0";
+/// The newest version of the line, as it appears in export names.
+pub const VERSION: &str = "0.1.1";
 
 /// The `guardrail` world, with the shared `types` and `host` interfaces.
 pub mod guardrail {
     wasmtime::component::bindgen!({
         world: "guardrail",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.1.1",
+        imports: { "sluice:plugin/host.fetch": async },
         exports: { default: async },
     });
 }
@@ -21,7 +26,7 @@ pub mod guardrail {
 pub mod provider {
     wasmtime::component::bindgen!({
         world: "provider",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.1.1",
         exports: { default: async },
         with: {
             "sluice:plugin/types": super::guardrail::sluice::plugin::types,
@@ -34,7 +39,7 @@ pub mod provider {
 pub mod router {
     wasmtime::component::bindgen!({
         world: "router",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.1.1",
         exports: { default: async },
         with: {
             "sluice:plugin/types": super::guardrail::sluice::plugin::types,
