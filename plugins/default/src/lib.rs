@@ -13,6 +13,7 @@
 //! | `regexMatch` | `rule`, `not` |
 //! | `regexReplace` (rewrites) | `rule`, `redactText` (default `[REDACTED]`) |
 //! | `sentenceCount` / `wordCount` / `characterCount` | `minSentences`/`maxSentences`, `minWords`/`maxWords`, `minCharacters`/`maxCharacters`, `not` |
+//! | `jsonSchema` | `schema` (draft 2020-12; see [`schema`] for what is covered), `not` |
 //! | `jsonKeys` | `keys`, `operator` (`any`, `all`, `none`) |
 //! | `contains` | `words`, `operator` (`any`, `all`, `none`) |
 //! | `validUrls` | `onlyDNS` (accepted; URLs are checked by syntax only: plugins have no network), `not` |
@@ -32,6 +33,7 @@
 
 mod pii;
 mod prompt;
+mod schema;
 mod text;
 
 use regex::Regex;
@@ -64,6 +66,10 @@ pub enum Check {
         what: text::Unit,
         min: Option<u64>,
         max: Option<u64>,
+        not: bool,
+    },
+    JsonSchema {
+        schema: schema::Schema,
         not: bool,
     },
     JsonKeys {
@@ -259,6 +265,15 @@ impl Check {
             "sentenceCount" => count(text::Unit::Sentences, "minSentences", "maxSentences")?,
             "wordCount" => count(text::Unit::Words, "minWords", "maxWords")?,
             "characterCount" => count(text::Unit::Characters, "minCharacters", "maxCharacters")?,
+            "jsonSchema" => Check::JsonSchema {
+                schema: schema::Schema::compile(
+                    parameters
+                        .get("schema")
+                        .cloned()
+                        .ok_or("`schema` is required")?,
+                )?,
+                not: p.not()?,
+            },
             "jsonKeys" => Check::JsonKeys {
                 keys: p.nonempty_list("keys")?,
                 operator: p.operator(Operator::Any)?,
@@ -346,9 +361,9 @@ impl Check {
                 }
                 Check::Topics { allowed, denied }
             }
-            "jsonSchema" | "jwt" | "webhook" | "log" => {
+            "jwt" | "webhook" | "log" => {
                 return Err(format!(
-                    "`{name}` is not available in this version of the `default` plugin"
+                    "`{name}` is its own plugin: load `{name}.wasm` or use the built-in `{name}`"
                 ));
             }
             other => return Err(format!("`{other}` is not a check of the `default` plugin")),
@@ -397,6 +412,31 @@ impl Check {
                     format!("{n} {} is outside {}", what.name(), text::range(*min, *max)),
                 )
                 .with_data(&serde_json::json!({"count": n}))
+            }
+            Check::JsonSchema { schema, not } => {
+                let (mut matched, mut errors, mut found) = (None, Vec::new(), false);
+                text::json_values(&judged(), |v| {
+                    found = true;
+                    let why = schema.validate(&v);
+                    if why.is_empty() {
+                        matched = Some(v);
+                        return true;
+                    }
+                    if errors.is_empty() {
+                        errors = why;
+                    }
+                    false
+                });
+                let why = if found {
+                    format!("the JSON does not match the schema: {}", errors.join("; "))
+                } else {
+                    "the text holds no JSON".to_owned()
+                };
+                let ok = matched.is_some();
+                verdict(ok, *not, why).with_data(&serde_json::json!({
+                    "matchedJson": matched,
+                    "validationErrors": errors,
+                }))
             }
             Check::JsonKeys { keys, operator } => {
                 let Some(object) = text::json_object(&judged()) else {

@@ -79,7 +79,7 @@ fn configuration_arrives_as_check_and_parameters_and_mistakes_are_named() {
         ("containsCode", json!({"format": "Cobol"}), "not a language"),
         ("pii", json!({"entities": ["dna"]}), "known"),
         ("promptInjection", json!({"threshold": 2}), "from 0 to 1"),
-        ("jsonSchema", json!({"schema": {}}), "not available"),
+        ("jwt", json!({}), "its own plugin"),
         (
             "regexMatch",
             json!({"rule": "a", "not": "yes"}),
@@ -363,4 +363,158 @@ fn banned_words_and_topics_match_whole_words_with_case_folding() {
         !passes(&t.run(&ask("billing and politics"))),
         "a denied topic wins"
     );
+}
+
+#[test]
+fn json_schema_finds_json_in_the_text_and_validates_draft_2020_12() {
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["name", "age"],
+        "properties": {
+            "name": {"type": "string", "minLength": 2, "pattern": "^[A-Z]"},
+            "age": {"type": "integer", "minimum": 0, "exclusiveMaximum": 150},
+            "tags": {"type": "array", "items": {"$ref": "#/$defs/tag"}, "uniqueItems": true, "maxItems": 3},
+            "kind": {"enum": ["a", "b"]},
+            "score": {"type": "number", "multipleOf": 0.5}
+        },
+        "additionalProperties": false,
+        "$defs": {"tag": {"type": "string", "maxLength": 5}}
+    });
+    let c = check("jsonSchema", json!({"schema": schema}));
+    let good = r#"Here you go: ```json
+{"name": "Ada", "age": 36, "tags": ["x", "y"], "kind": "a", "score": 1.5}
+``` done"#;
+    let v = c.run(&answer(good));
+    assert!(passes(&v), "{v:?}");
+    let data: serde_json::Value =
+        serde_json::from_str(v.data.as_deref().unwrap_or("null")).expect("data");
+    assert_eq!(data["matchedJson"]["name"], "Ada");
+
+    for (text, why) in [
+        (r#"{"name": "Ada"}"#, "`age` is required"),
+        (r#"{"name": "ada", "age": 3}"#, "does not match `^[A-Z]`"),
+        (r#"{"name": "Ada", "age": 3.5}"#, "not of type \"integer\""),
+        (r#"{"name": "Ada", "age": 150}"#, "is not less than 150"),
+        (r#"{"name": "Ada", "age": 1, "x": 1}"#, "`x` is not allowed"),
+        (
+            r#"{"name": "Ada", "age": 1, "tags": ["x", "x"]}"#,
+            "not unique",
+        ),
+        (
+            r#"{"name": "Ada", "age": 1, "tags": ["toolong"]}"#,
+            "`/tags/0`: longer than 5",
+        ),
+        (r#"{"name": "Ada", "age": 1, "kind": "c"}"#, "is not one of"),
+        (
+            r#"{"name": "Ada", "age": 1, "score": 0.7}"#,
+            "not a multiple of 0.5",
+        ),
+        ("no json at all", "holds no JSON"),
+    ] {
+        let v = c.run(&answer(text));
+        match &v.outcome {
+            Outcome::Fail(f) => assert!(f.reason.contains(why), "{text}: {}", f.reason),
+            other => panic!("{text}: expected a failure, got {other:?}"),
+        }
+    }
+    // The first object that validates wins; `not` inverts.
+    let two = r#"first {"name": "x"} then {"name": "Bob", "age": 2}"#;
+    assert!(passes(&c.run(&answer(two))));
+    let inverted = check(
+        "jsonSchema",
+        json!({"schema": {"required": ["a"]}, "not": true}),
+    );
+    assert!(!passes(&inverted.run(&answer(r#"{"a": 1}"#))));
+    assert!(passes(&inverted.run(&answer(r#"{"b": 1}"#))));
+}
+
+#[test]
+fn json_schema_combinators_conditionals_and_refusals() {
+    let c = check(
+        "jsonSchema",
+        json!({"schema": {
+            "type": "object",
+            "oneOf": [{"required": ["a"]}, {"required": ["b"]}],
+            "not": {"required": ["forbidden"]},
+            "if": {"properties": {"kind": {"const": "card"}}, "required": ["kind"]},
+            "then": {"required": ["number"]},
+            "else": {"required": ["iban"]},
+            "dependentRequired": {"from": ["to"]},
+            "propertyNames": {"pattern": "^[a-z]+$"},
+            "properties": {"list": {
+                "prefixItems": [{"type": "integer"}],
+                "items": {"type": "string"},
+                "contains": {"const": "z"}, "minContains": 1, "maxContains": 1
+            }}
+        }}),
+    );
+    let ok = r#"{"a": 1, "kind": "card", "number": "4", "list": [1, "z", "y"]}"#;
+    assert!(passes(&c.run(&answer(ok))), "{:?}", c.run(&answer(ok)));
+    for (text, why) in [
+        (r#"{"a": 1, "b": 2, "iban": "x"}"#, "matches 2 of `oneOf`"),
+        (r#"{"a": 1, "iban": "x", "forbidden": 1}"#, "under `not`"),
+        (r#"{"a": 1, "kind": "card"}"#, "`number` is required"),
+        (r#"{"a": 1}"#, "`iban` is required"),
+        (
+            r#"{"a": 1, "iban": "x", "from": 1}"#,
+            "`to` is required with `from`",
+        ),
+        (r#"{"a": 1, "iban": "x", "Bad": 1}"#, "property name `Bad`"),
+        (
+            r#"{"a": 1, "iban": "x", "list": ["1"]}"#,
+            "`/list/0`: a string is not of type",
+        ),
+        (
+            r#"{"a": 1, "iban": "x", "list": [1, "z", "z"]}"#,
+            "more than 1",
+        ),
+    ] {
+        match &c.run(&answer(text)).outcome {
+            Outcome::Fail(f) => assert!(f.reason.contains(why), "{text}: {}", f.reason),
+            other => panic!("{text}: expected a failure, got {other:?}"),
+        }
+    }
+    // Anchors, recursion and boolean schemas.
+    let tree = check(
+        "jsonSchema",
+        json!({"schema": {
+            "$defs": {"node": {"$anchor": "node", "type": "object",
+                "properties": {"children": {"type": "array", "items": {"$ref": "#node"}}},
+                "required": ["id"]}},
+            "$ref": "#/$defs/node"
+        }}),
+    );
+    assert!(passes(&tree.run(&answer(
+        r#"{"id": 1, "children": [{"id": 2, "children": []}]}"#
+    ))));
+    assert!(!passes(
+        &tree.run(&answer(r#"{"id": 1, "children": [{"children": []}]}"#))
+    ));
+    let never = check(
+        "jsonSchema",
+        json!({"schema": {"properties": {"x": false}}}),
+    );
+    assert!(!passes(&never.run(&answer(r#"{"x": 1}"#))));
+
+    for (schema, why) in [
+        (json!(null), "`schema` is required"),
+        (json!("object"), "must be a JSON Schema"),
+        (
+            json!({"$ref": "https://example.com/s.json"}),
+            "only references inside",
+        ),
+        (json!({"$ref": "#/$defs/missing"}), "points at nothing"),
+        (json!({"unevaluatedProperties": false}), "not supported"),
+        (json!({"pattern": "("}), "not a valid regex"),
+        (json!({"properties": {"a": 3}}), "must be a schema"),
+    ] {
+        let params = if schema.is_null() {
+            json!({})
+        } else {
+            json!({"schema": schema})
+        };
+        let err = Check::read("jsonSchema", &params).expect_err("refused");
+        assert!(err.contains(why), "{schema}: {err}");
+    }
 }

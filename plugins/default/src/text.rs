@@ -85,18 +85,34 @@ pub fn range(min: Option<u64>, max: Option<u64>) -> String {
 /// The first JSON object in the text: the whole text, a fenced block, or the
 /// first balanced `{...}` that parses.
 pub fn json_object(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let parse = |s: &str| match serde_json::from_str::<serde_json::Value>(s.trim()) {
-        Ok(serde_json::Value::Object(o)) => Some(o),
-        _ => None,
-    };
-    if let Some(o) = parse(text) {
-        return Some(o);
+    let mut found = None;
+    json_values(text, |v| match v {
+        serde_json::Value::Object(o) => {
+            found = Some(o);
+            true
+        }
+        _ => false,
+    });
+    found
+}
+
+/// Hands `visit` the JSON in the text, in order, until it returns true: the
+/// whole text when it parses, else each balanced `{...}` that parses (a
+/// fenced block's object among them).
+pub fn json_values(text: &str, mut visit: impl FnMut(serde_json::Value) -> bool) {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s.trim()).ok();
+    if let Some(v) = parse(text)
+        && (v.is_object() || v.is_array())
+    {
+        visit(v);
+        return;
     }
     let bytes = text.as_bytes();
     let mut start = 0;
     while let Some(at) = text[start..].find('{') {
         let open = start + at;
         let (mut depth, mut in_string, mut escaped) = (0i32, false, false);
+        let mut next = open + 1;
         for (i, &b) in bytes.iter().enumerate().skip(open) {
             match (in_string, escaped, b) {
                 (true, true, _) => escaped = false,
@@ -107,8 +123,11 @@ pub fn json_object(text: &str) -> Option<serde_json::Map<String, serde_json::Val
                 (false, _, b'}') => {
                     depth -= 1;
                     if depth == 0 {
-                        if let Some(o) = parse(&text[open..=i]) {
-                            return Some(o);
+                        if let Some(v) = parse(&text[open..=i]) {
+                            if visit(v) {
+                                return;
+                            }
+                            next = i + 1;
                         }
                         break;
                     }
@@ -116,9 +135,8 @@ pub fn json_object(text: &str) -> Option<serde_json::Map<String, serde_json::Val
                 _ => {}
             }
         }
-        start = open + 1;
+        start = next;
     }
-    None
 }
 
 /// The URLs in the text, and those of them whose syntax is not valid.
