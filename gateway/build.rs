@@ -6,24 +6,16 @@ mod build_support;
 
 use build_support::Plugin;
 
-/// The built-ins: one of each world, and the `default` checks.
+/// The built-ins: one of each world, the `default` checks, and the checks that
+/// need the host (`jwt`, `webhook`, `log`).
 const BUILTINS: &[Plugin] = &[
-    Plugin {
-        package: "blocklist",
-        target: "wasm32-unknown-unknown",
-    },
-    Plugin {
-        package: "default",
-        target: "wasm32-unknown-unknown",
-    },
-    Plugin {
-        package: "ollama-native",
-        target: "wasm32-unknown-unknown",
-    },
-    Plugin {
-        package: "latency-router",
-        target: "wasm32-unknown-unknown",
-    },
+    Plugin::new("blocklist", "wasm32-unknown-unknown"),
+    Plugin::new("default", "wasm32-unknown-unknown"),
+    Plugin::new("jwt", "wasm32-unknown-unknown"),
+    Plugin::new("webhook", "wasm32-unknown-unknown"),
+    Plugin::new("http-log", "wasm32-unknown-unknown").named("log"),
+    Plugin::new("ollama-native", "wasm32-unknown-unknown"),
+    Plugin::new("latency-router", "wasm32-unknown-unknown"),
 ];
 
 fn main() {

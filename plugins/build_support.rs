@@ -8,11 +8,28 @@ use std::process::{Command, Stdio};
 
 /// A plugin crate to build.
 pub struct Plugin {
-    /// The package name in `plugins/Cargo.toml`.
+    /// The package name in `plugins/Cargo.toml` (and its folder's).
     pub package: &'static str,
     /// `wasm32-unknown-unknown` (componentized here) or `wasm32-wasip2`
     /// (rustc emits a component).
     pub target: &'static str,
+    /// What configs call it (the component's file stem): the package name
+    /// unless a name is taken (`log` is a crate every build knows).
+    pub name: &'static str,
+}
+
+impl Plugin {
+    pub const fn new(package: &'static str, target: &'static str) -> Plugin {
+        Plugin {
+            package,
+            target,
+            name: package,
+        }
+    }
+
+    pub const fn named(self, name: &'static str) -> Plugin {
+        Plugin { name, ..self }
+    }
 }
 
 /// The repository root, from the build script's manifest dir.
@@ -136,12 +153,12 @@ pub fn build(plugins: &[Plugin]) -> Vec<(String, PathBuf)> {
                 .and_then(|e| e.validate(true).encode())
                 .unwrap_or_else(|e| panic!("cannot componentize `{}`: {e:#}", plugin.package))
         };
-        let dest = components.join(format!("{}.wasm", plugin.package));
+        let dest = components.join(format!("{}.wasm", plugin.name));
         if std::fs::read(&dest).ok().as_deref() != Some(&component[..]) {
             std::fs::write(&dest, &component)
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", dest.display()));
         }
-        out.push((plugin.package.to_owned(), dest));
+        out.push((plugin.name.to_owned(), dest));
     }
     out
 }

@@ -8,32 +8,14 @@ use build_support::Plugin;
 
 const FIXTURES: &[Plugin] = &[
     // Loops, exhausts memory or panics on demand.
-    Plugin {
-        package: "chaos",
-        target: "wasm32-unknown-unknown",
-    },
+    Plugin::new("chaos", "wasm32-unknown-unknown"),
     // Built for WASI, tries files, env and sockets.
-    Plugin {
-        package: "wasi-probe",
-        target: "wasm32-wasip2",
-    },
+    Plugin::new("wasi-probe", "wasm32-wasip2"),
     // The built-ins again, as files, for hot-reload tests.
-    Plugin {
-        package: "blocklist",
-        target: "wasm32-unknown-unknown",
-    },
-    Plugin {
-        package: "ollama-native",
-        target: "wasm32-unknown-unknown",
-    },
-    Plugin {
-        package: "latency-router",
-        target: "wasm32-unknown-unknown",
-    },
-    Plugin {
-        package: "default",
-        target: "wasm32-unknown-unknown",
-    },
+    Plugin::new("blocklist", "wasm32-unknown-unknown"),
+    Plugin::new("ollama-native", "wasm32-unknown-unknown"),
+    Plugin::new("latency-router", "wasm32-unknown-unknown"),
+    Plugin::new("default", "wasm32-unknown-unknown"),
 ];
 
 fn main() {

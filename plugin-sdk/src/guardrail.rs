@@ -17,7 +17,7 @@ pub mod bindings {
 
 pub use bindings::exports::sluice::plugin::checks::{CheckInput, Failure, Outcome, Verdict};
 pub use bindings::sluice::plugin::host::{
-    HttpRequest, HttpResponse, Level, fetch, log, request_header,
+    HttpRequest, HttpResponse, Level, fetch, log, now_millis, request_header,
 };
 pub use bindings::sluice::plugin::types::{Endpoint, Error, Pair, Role, Segment, Stage};
 

@@ -177,6 +177,12 @@ impl host::Host for HostState {
         }
     }
 
+    fn now_millis(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
     fn request_header(&mut self, name: String) -> Option<String> {
         self.grants.as_ref()?.header(&name)
     }

@@ -2,8 +2,9 @@
 //! `wit/v0.1.1/` — one module per world.
 //!
 //! A released WIT version is frozen; a new one goes beside it. Versions of one
-//! minor line only add (0.1.1 added `host.request-header` and `host.fetch`), so
-//! the host binds the newest of the line and loads every older component of it:
+//! minor line only add (0.1.1 added `host.now-millis`, `host.request-header`
+//! and `host.fetch`), so the host binds the newest of the line and loads every
+//! older component of it:
 //! wasmtime matches a component's `…@0.1.0` imports and exports to these
 //! `…@0.1.1` ones by semver. A breaking version (`0.2.0`) would get a module of
 //! its own beside this one, picked by the version in a component's export names
