@@ -222,6 +222,24 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if received.path == "/token" {
         return token_endpoint(&received);
     }
+    if received.path == "/jwks.json" {
+        return axum::Json(jwks()).into_response();
+    }
+    if received.path == "/hooks/verdict" {
+        // `?delay=MS` answers late, as a slow webhook does.
+        if let Some(ms) = received
+            .query
+            .as_deref()
+            .and_then(|q| q.strip_prefix("delay="))
+            .and_then(|ms| ms.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        return webhook(&json);
+    }
+    if received.path == "/hooks/log" {
+        return axum::Json(json!({"ok": true})).into_response();
+    }
     if received.path.contains("/projects/") {
         if let Some(denied) = vertex_auth(&received.headers) {
             return denied;
@@ -696,6 +714,69 @@ pub fn vertex_service_account(mock: &MockUpstream) -> Value {
     })
 }
 
+/// The test key as a key pair.
+pub fn test_key_pair() -> ring::signature::RsaKeyPair {
+    let der: String = VERTEX_TEST_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .expect("the test key is base64");
+    ring::signature::RsaKeyPair::from_pkcs8(&der).expect("the test key loads")
+}
+
+/// The test key's public half as a JWK Set (kid `mock-key`), served at
+/// `/jwks.json`.
+pub fn jwks() -> Value {
+    let key = test_key_pair();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(key.public());
+    let trim = |b: &[u8]| b[b.iter().take_while(|x| **x == 0).count()..].to_vec();
+    json!({"keys": [{
+        "kty": "RSA", "kid": "mock-key", "use": "sig", "alg": "RS256",
+        "n": b64.encode(trim(&public.n)),
+        "e": b64.encode(trim(&public.e)),
+    }]})
+}
+
+/// An RS256 JWT over `claims`, signed with the test key (kid `mock-key`).
+pub fn sign_jwt(claims: &Value) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "mock-key"});
+    let signed = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let key = test_key_pair();
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut sig,
+    )
+    .expect("signing");
+    format!("{signed}.{}", b64.encode(sig))
+}
+
+/// A guardrail webhook as Portkey's `default.webhook` calls one: the verdict
+/// is false when the text mentions `secret`, with a reason; true otherwise,
+/// echoing the event type in `data`.
+fn webhook(event: &Value) -> Response {
+    let text = [&event["request"]["text"], &event["response"]["text"]]
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect::<String>();
+    let answer = if text.contains("secret") {
+        json!({"verdict": false, "reason": "the text mentions a secret"})
+    } else {
+        json!({"verdict": true, "data": {"event": event["eventType"]}})
+    };
+    axum::Json(answer).into_response()
+}
+
 /// Google's OAuth token endpoint for a service account's JWT (RFC 7523): the
 /// assertion's RS256 signature is checked against the test key's public half,
 /// and its claims against Google's rules. Tokens are `ya29.mock-N`.
@@ -728,17 +809,7 @@ fn token_endpoint(received: &Received) -> Response {
     ) else {
         return deny("invalid_grant", "Invalid JWT: malformed");
     };
-    let der: String = VERTEX_TEST_KEY
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let Some(key) = base64::engine::general_purpose::STANDARD
-        .decode(der)
-        .ok()
-        .and_then(|der| ring::signature::RsaKeyPair::from_pkcs8(&der).ok())
-    else {
-        return deny("server_error", "the mock's key does not load");
-    };
+    let key = test_key_pair();
     let public = ring::signature::UnparsedPublicKey::new(
         &ring::signature::RSA_PKCS1_2048_8192_SHA256,
         key.public().as_ref().to_vec(),

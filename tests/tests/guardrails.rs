@@ -380,6 +380,12 @@ async fn every_default_check_through_the_gateway_with_portkey_configs() {
             "{\"a\": 1}",
         ),
         (
+            "default.jsonSchema",
+            json!({"schema": {"type": "object", "required": ["q"], "properties": {"q": {"type": "integer"}}}}),
+            "```json\n{\"q\": 1}\n```",
+            "{\"q\": \"one\"}",
+        ),
+        (
             "default.validUrls",
             json!({}),
             "see https://example.com",
