@@ -13,7 +13,10 @@ const BUILTINS: &[Plugin] = &[
     Plugin::new("default", "wasm32-unknown-unknown"),
     Plugin::new("jwt", "wasm32-unknown-unknown"),
     Plugin::new("webhook", "wasm32-unknown-unknown"),
-    Plugin::new("http-log", "wasm32-unknown-unknown").named("log"),
+    Plugin {
+        name: "log",
+        ..Plugin::new("http-log", "wasm32-unknown-unknown")
+    },
     Plugin::new("ollama-native", "wasm32-unknown-unknown"),
     Plugin::new("latency-router", "wasm32-unknown-unknown"),
 ];

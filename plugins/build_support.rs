@@ -26,12 +26,6 @@ impl Plugin {
             name: package,
         }
     }
-
-    /// Only the gateway's built-ins are renamed; the test fixtures are not.
-    #[allow(dead_code)]
-    pub const fn named(self, name: &'static str) -> Plugin {
-        Plugin { name, ..self }
-    }
 }
 
 /// The repository root, from the build script's manifest dir.

@@ -40,4 +40,4 @@ cargo build --locked -p sluice
 cargo test --locked --workspace "$@"
 # The first-party checks' own unit tests, run natively (plugins/ is its own
 # workspace, built for wasm32 by the gateway's build script).
-cargo test --locked --manifest-path plugins/Cargo.toml -p default -p blocklist --lib "$@"
+cargo test --locked --manifest-path plugins/Cargo.toml -p default -p blocklist -p jwt -p webhook -p http-log --lib "$@"
