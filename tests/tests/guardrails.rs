@@ -155,6 +155,19 @@ async fn feedback_fail_on_error_and_per_check_metrics() {
         "{body}"
     );
 
+    // The verdicts are in the request's log line.
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("response started") && l.contains("words=fail[blocklist=fail]"))
+        .unwrap_or_else(|| panic!("no request line with the hook's verdict:\n{logs}"));
+    assert!(line.contains("status=246"), "{line}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("response started") && l.contains("b=deny[no-such-check=error]")),
+        "{logs}"
+    );
+
     let m = metrics(&gw).await;
     for line in [
         "sluice_guardrail_checks_total{check=\"blocklist\",stage=\"before_request\",result=\"fail\"} 1",

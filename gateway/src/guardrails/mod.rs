@@ -30,8 +30,10 @@
 //! fail-open otherwise.
 //!
 //! Every check's outcome (pass, fail, error) and time is counted by check and
-//! stage ([`Stats`], in `/metrics`), and every hook's verdict is logged with
-//! the request's id.
+//! stage ([`Stats`], in `/metrics`), and each stage's verdicts
+//! (`hook=pass[check=pass,…]`) are fields of the request's log line
+//! (`guardrails.before_request`, `guardrails.after_request`); a stream's
+//! output checks, which end after that line, log a line of their own.
 //!
 //! This module calls `plugins`; nothing else in the pipeline.
 
@@ -81,6 +83,25 @@ pub struct StageResult {
     pub failed: bool,
     /// A guardrail rewrote the body's text.
     pub rewritten: bool,
+}
+
+impl StageResult {
+    /// `hook=pass[check=pass,…] …` for the log.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for r in &self.results {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            let verdict = match (r.verdict, r.deny) {
+                (true, _) => "pass",
+                (false, true) => "deny",
+                (false, false) => "fail",
+            };
+            out.push_str(&format!("{}={verdict}[{}]", r.id, r.summary()));
+        }
+        out
+    }
 }
 
 /// Whether guardrails apply to an endpoint: chat, completions and Anthropic's
@@ -198,17 +219,18 @@ async fn run(
     results.sort_by_key(|(i, _)| *i);
     stage.results = results.into_iter().map(|(_, r)| r).collect();
     stage.rewritten = rewrite.is_some();
-    for r in &stage.results {
-        tracing::info!(
-            stage = stage_name(input.after_response),
-            hook = %r.id,
-            verdict = r.verdict,
-            deny = r.deny,
-            checks = %r.summary(),
-            ms = r.execution_time,
-            "guardrail hook"
-        );
-    }
+    // The verdicts go into the request's log line (its span's fields), not a
+    // line per hook: a log write costs more than a check.
+    let summary = stage.summary();
+    tracing::debug!(stage = stage_name(input.after_response), hooks = %summary, "guardrail hooks");
+    tracing::Span::current().record(
+        if input.after_response {
+            "guardrails.after_request"
+        } else {
+            "guardrails.before_request"
+        },
+        summary.as_str(),
+    );
     (stage, rewrite)
 }
 

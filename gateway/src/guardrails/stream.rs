@@ -157,6 +157,10 @@ pub async fn check(
     }
     let (mut stage, _) = run(&ctx, hooks, &input).await;
     stage.rewritten = false;
+    // The request's line has gone with the stream's start.
+    if last || stage.failed {
+        tracing::info!(hooks = %stage.summary(), last, "stream guardrails");
+    }
     stage
 }
 

@@ -40,6 +40,8 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         path = %req.uri().path(),
         gen_ai.provider.name = tracing::field::Empty,
         gen_ai.request.model = tracing::field::Empty,
+        guardrails.before_request = tracing::field::Empty,
+        guardrails.after_request = tracing::field::Empty,
     );
     req.extensions_mut().insert(RequestInfo { id: id.clone() });
     let started = Instant::now();
