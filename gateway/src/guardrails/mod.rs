@@ -98,7 +98,12 @@ impl StageResult {
                 (false, true) => "deny",
                 (false, false) => "fail",
             };
-            out.push_str(&format!("{}={verdict}[{}]", r.id, r.summary()));
+            out.push_str(&r.id);
+            out.push('=');
+            out.push_str(verdict);
+            out.push('[');
+            r.summarise(&mut out);
+            out.push(']');
         }
         out
     }
@@ -303,18 +308,23 @@ pub struct HookResult {
 impl HookResult {
     /// `id=pass`, `id=fail`, `id=error` per check, for the log.
     fn summary(&self) -> String {
-        self.checks
-            .iter()
-            .map(|c| {
-                let outcome = match (&c.error, c.verdict) {
-                    (Some(_), _) => "error",
-                    (None, true) => "pass",
-                    (None, false) => "fail",
-                };
-                format!("{}={outcome}", c.id)
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        let mut out = String::new();
+        self.summarise(&mut out);
+        out
+    }
+
+    fn summarise(&self, out: &mut String) {
+        for (i, c) in self.checks.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&c.id);
+            out.push_str(match (&c.error, c.verdict) {
+                (Some(_), _) => "=error",
+                (None, true) => "=pass",
+                (None, false) => "=fail",
+            });
+        }
     }
 }
 
