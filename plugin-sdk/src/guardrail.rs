@@ -1,5 +1,13 @@
 //! The `guardrail` world: check a request before it leaves, or a response before
 //! it returns; pass it, fail it, or rewrite its text.
+//!
+//! What the host lends a check (WIT 0.1.1), re-exported here: [`log`],
+//! [`now_millis`] (the wall clock), [`request_header`] (a header of the request
+//! being checked; never the gateway's own credentials) and [`fetch`] (an HTTP
+//! call the gateway makes for the plugin, under its SSRF policy, with a
+//! timeout, answers up to 1 MiB and, for GETs that ask, a shared cache). These
+//! are imports of the component: they run only inside the gateway, so test
+//! the logic around them natively and the calls end to end (see `plugins/jwt`).
 
 use serde::de::DeserializeOwned;
 
