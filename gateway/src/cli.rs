@@ -311,14 +311,24 @@ sluice_plugin_sdk::export_provider!({ty});
     }
 }
 
-/// The WIT package, one document (the files of `wit/v0.1.1/` joined).
-fn wit_source() -> String {
-    let files = [
-        include_str!("../../wit/v0.1.1/types.wit"),
-        include_str!("../../wit/v0.1.1/guardrail.wit"),
-        include_str!("../../wit/v0.1.1/provider.wit"),
-        include_str!("../../wit/v0.1.1/router.wit"),
-    ];
+/// The WIT package at `version`, one document (the files of
+/// `wit/vVERSION/` joined), for every version this gateway loads.
+fn wit_source(version: &str) -> Option<String> {
+    let files = match version {
+        "0.1.0" => [
+            include_str!("../../wit/v0.1.0/types.wit"),
+            include_str!("../../wit/v0.1.0/guardrail.wit"),
+            include_str!("../../wit/v0.1.0/provider.wit"),
+            include_str!("../../wit/v0.1.0/router.wit"),
+        ],
+        "0.1.1" => [
+            include_str!("../../wit/v0.1.1/types.wit"),
+            include_str!("../../wit/v0.1.1/guardrail.wit"),
+            include_str!("../../wit/v0.1.1/provider.wit"),
+            include_str!("../../wit/v0.1.1/router.wit"),
+        ],
+        _ => return None,
+    };
     let mut out = String::new();
     for (i, f) in files.iter().enumerate() {
         for line in f.lines() {
@@ -329,7 +339,26 @@ fn wit_source() -> String {
             out.push('\n');
         }
     }
-    out
+    Some(out)
+}
+
+/// The `sluice:plugin` version a core module's exports name
+/// (`sluice:plugin/meta@0.1.0#describe`), if any.
+fn module_wit_version(bytes: &[u8]) -> Option<String> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::ExportSection(exports)) = payload else {
+            continue;
+        };
+        for export in exports.into_iter().flatten() {
+            if let Some(rest) = export.name.strip_prefix("sluice:plugin/")
+                && let Some((_, version)) = rest.split_once('@')
+                && let Some((version, _)) = version.split_once('#')
+            {
+                return Some(version.to_owned());
+            }
+        }
+    }
+    None
 }
 
 #[expect(clippy::print_stdout, reason = "the command's output")]
@@ -346,9 +375,19 @@ fn componentize(
         .filter_map(Result::ok)
         .any(|p| matches!(p, wasmparser::Payload::CustomSection(s) if s.name().starts_with("component-type")));
     if !has_metadata {
+        // The world of the version the module was built for: its exports
+        // name it; a module exporting none of ours gets the newest.
+        let version =
+            module_wit_version(&bytes).unwrap_or_else(|| sluice::plugins::v0_1::VERSION.to_owned());
+        let source = wit_source(&version).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the module was built for sluice:plugin@{version}; this gateway knows 0.1.0 to {}",
+                sluice::plugins::v0_1::VERSION
+            )
+        })?;
         let mut resolve = wit_parser::Resolve::default();
         let pkg = resolve
-            .push_str("sluice-plugin.wit", &wit_source())
+            .push_str("sluice-plugin.wit", &source)
             .map_err(|e| anyhow::anyhow!("the built-in WIT does not parse: {e:#}"))?;
         let world = resolve
             .select_world(&[pkg], Some(world))

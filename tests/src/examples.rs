@@ -44,9 +44,19 @@ pub fn build(lang: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
     let out = out_dir.join(format!("{name}.wasm"));
     let wit = newest_source(&repo().join("wit/v0.1.0"));
+    // A build that runs the gateway (`sluice plugins componentize`) is stale
+    // when the binary is newer.
+    let script = std::fs::read_to_string(dir.join("build.sh")).unwrap_or_default();
+    let tool = if script.contains("SLUICE_BIN") {
+        std::fs::metadata(crate::gateway::binary())
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
     let fresh = std::fs::metadata(&out)
         .and_then(|m| m.modified())
-        .is_ok_and(|built| built > newest_source(&dir) && built > wit);
+        .is_ok_and(|built| built > newest_source(&dir) && built > wit && built > tool);
     if !fresh {
         let status = Command::new(dir.join("build.sh"))
             .arg(&out)
