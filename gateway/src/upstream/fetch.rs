@@ -1,6 +1,7 @@
-//! Plugins' HTTP calls (`host.fetch`, WIT 0.1.1): made with the guarded client
-//! under the SSRF policy of client-chosen hosts (a config, which a client may
-//! send, names the URL), with the plugin's timeout, answers read up to
+//! Plugins' HTTP calls (`host.fetch`, WIT 0.1.1): sent as a client-chosen
+//! custom host is ([`Upstream::send`]: the guarded client and the SSRF policy;
+//! a config, which a client may send, names the URL), bounded by the plugin
+//! host with the plugin's timeout, answers read up to
 //! [`MAX_FETCH_BODY`](crate::plugins::grants) and, for GETs that ask for it, a
 //! shared memory of recent 2xx answers (a JWKS is fetched once, not per
 //! request).
@@ -11,7 +12,8 @@ use std::time::Instant;
 
 use crate::plugins::{FetchFuture, FetchRequest, FetchResponse, Outbound};
 
-use super::{Upstream, map_error, read_limited};
+use super::{Upstream, read_limited};
+use crate::providers::UpstreamRequest;
 
 /// Answers kept at most; past it, expired ones go, then all.
 const MAX_ENTRIES: usize = 256;
@@ -64,9 +66,6 @@ impl Outbound for Upstream {
             if let Some(hit) = key.as_deref().and_then(|k| self.fetches.get(k)) {
                 return Ok(hit);
             }
-            self.policy
-                .check_url(&request.url)
-                .map_err(|e| format!("refused: {}", e.0))?;
             let mut headers = http::HeaderMap::new();
             for (k, v) in &request.headers {
                 let name = http::HeaderName::from_bytes(k.as_bytes())
@@ -75,15 +74,18 @@ impl Outbound for Upstream {
                     .map_err(|_| format!("bad value for header `{k}`"))?;
                 headers.append(name, value);
             }
+            // As a client-chosen custom host: the same policy and client. The
+            // host bounds the whole call with the plugin's timeout.
+            let call = UpstreamRequest {
+                method: request.method,
+                url: request.url,
+                headers,
+                body: request.body.into(),
+            };
             let answer = self
-                .guarded
-                .request(request.method, request.url)
-                .headers(headers)
-                .body(request.body)
-                .timeout(request.timeout)
-                .send()
+                .send(WHO, call, true)
                 .await
-                .map_err(|e| map_error(WHO, &e).to_string())?;
+                .map_err(|e| e.to_string())?;
             let status = answer.status().as_u16();
             let headers = answer
                 .headers()
