@@ -267,30 +267,6 @@ fn spawn_detached(ctx: &Context<'_>, hooks: &Arc<[HookSpec]>, input: &CheckInput
     ));
 }
 
-/// Runs a stage's hooks on a parsed body (the request, or the answer after it),
-/// applying a rewrite to it.
-async fn run_on_map(
-    hooks: &Arc<[HookSpec]>,
-    after: bool,
-    ctx: &Context<'_>,
-    body: &mut Map<String, Value>,
-) -> StageResult {
-    let segments = if after {
-        Segments::of_response(body)
-    } else {
-        Segments::of_request(body)
-    };
-    let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
-    let whole = wants_body(ctx.plugins, hooks).then(|| Value::Object(body.clone()).to_string());
-    let input = input(ctx, after, model, segments.items.clone(), whole);
-    spawn_detached(ctx, hooks, &input);
-    let (stage, rewrite) = run(ctx, hooks, &input).await;
-    if let Some(texts) = rewrite {
-        segments.apply(body, &texts);
-    }
-    stage
-}
-
 /// One hook's entry in Portkey's `hook_results`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HookResult {
@@ -401,6 +377,32 @@ async fn run_hook(
     (result, verdict, rewrite)
 }
 
+/// The plugin a check names, and its configuration: the plugin named as the
+/// check (without `default.`), else for `NS.NAME` the plugin `NS` serving
+/// several checks.
+fn resolve<'c>(
+    plugins: &plugins::Registry,
+    check: &'c CheckSpec,
+) -> Result<(Arc<plugins::Plugin>, &'c str), plugins::PluginError> {
+    let (plugin, parameters) = match (plugins.get(&check.plugin), &check.namespaced) {
+        (Some(plugin), _) => (plugin, &check.parameters),
+        (None, Some(ns)) => match plugins.get(&ns.plugin) {
+            Some(plugin) => (plugin, &ns.parameters),
+            None => {
+                return Err(plugins::PluginError::NotLoaded(format!(
+                    "{}` or `{}",
+                    check.plugin, ns.plugin
+                )));
+            }
+        },
+        (None, None) => return Err(plugins::PluginError::NotLoaded(check.plugin.clone())),
+    };
+    if plugin.kind() != Kind::Guardrail {
+        return Err(plugin.wrong_kind(Kind::Guardrail));
+    }
+    Ok((plugin, parameters))
+}
+
 async fn run_check(
     ctx: &Context<'_>,
     hook: &HookSpec,
@@ -409,23 +411,7 @@ async fn run_check(
 ) -> (CheckResult, Option<Vec<String>>) {
     let started = Instant::now();
     let outcome = async {
-        let (plugin, parameters) = match ctx.plugins.get_kind(&check.plugin, Kind::Guardrail) {
-            Ok(plugin) => (plugin, &check.parameters),
-            Err(plugins::PluginError::NotLoaded(name)) => match &check.namespaced {
-                Some(ns) => match ctx.plugins.get_kind(&ns.plugin, Kind::Guardrail) {
-                    Ok(plugin) => (plugin, &ns.parameters),
-                    Err(plugins::PluginError::NotLoaded(_)) => {
-                        return Err(plugins::PluginError::NotLoaded(format!(
-                            "{name}` or `{}",
-                            ns.plugin
-                        )));
-                    }
-                    Err(e) => return Err(e),
-                },
-                None => return Err(plugins::PluginError::NotLoaded(name)),
-            },
-            Err(e) => return Err(e),
-        };
+        let (plugin, parameters) = resolve(ctx.plugins, check)?;
         plugin.ensure_valid(parameters).await?;
         plugin.check(parameters, input).await
     }
@@ -476,13 +462,24 @@ async fn run_check(
     }
 }
 
-/// Runs the before-request hooks on a parsed request, applying rewrites to it.
+/// Runs the before-request hooks on a parsed request, applying rewrites to it
+/// (when `override_params` changed the body, so it is parsed anyway).
 pub async fn before_request(
     hooks: &Hooks,
     ctx: &Context<'_>,
     body: &mut Map<String, Value>,
 ) -> StageResult {
-    run_on_map(&hooks.before, false, ctx, body).await
+    let segments = Segments::of_request(body);
+    let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    let whole =
+        wants_body(ctx.plugins, &hooks.before).then(|| Value::Object(body.clone()).to_string());
+    let input = input(ctx, false, model, segments.items.clone(), whole);
+    spawn_detached(ctx, &hooks.before, &input);
+    let (stage, rewrite) = run(ctx, &hooks.before, &input).await;
+    if let Some(texts) = rewrite {
+        segments.apply(body, &texts);
+    }
+    stage
 }
 
 /// Runs the before-request hooks on the request's bytes: only the text is read
@@ -493,27 +490,46 @@ pub async fn before_request_bytes(
     ctx: &Context<'_>,
     bytes: &[u8],
 ) -> Result<(StageResult, Option<Map<String, Value>>), crate::GatewayError> {
-    let text = segments::RequestText::read(bytes)?;
-    let whole =
-        wants_body(ctx.plugins, &hooks.before).then(|| String::from_utf8_lossy(bytes).into_owned());
-    let input = input(ctx, false, text.model, text.segments, whole);
-    spawn_detached(ctx, &hooks.before, &input);
-    let (stage, rewrite) = run(ctx, &hooks.before, &input).await;
+    let text = segments::BodyText::request(bytes)?;
+    run_on_bytes(&hooks.before, false, ctx, bytes, text).await
+}
+
+/// Runs the after-response hooks on a JSON answer's bytes, as
+/// [`before_request_bytes`] does on a request. `None` when the answer is not a
+/// JSON object (nothing to check; it passes as it is).
+pub async fn after_response_bytes(
+    hooks: &Hooks,
+    ctx: &Context<'_>,
+    bytes: &[u8],
+) -> Option<(StageResult, Option<Map<String, Value>>)> {
+    let text = segments::BodyText::answer(bytes)?;
+    run_on_bytes(&hooks.after, true, ctx, bytes, text)
+        .await
+        .ok()
+}
+
+async fn run_on_bytes(
+    hooks: &Arc<[HookSpec]>,
+    after: bool,
+    ctx: &Context<'_>,
+    bytes: &[u8],
+    text: segments::BodyText,
+) -> Result<(StageResult, Option<Map<String, Value>>), crate::GatewayError> {
+    let whole = wants_body(ctx.plugins, hooks).then(|| String::from_utf8_lossy(bytes).into_owned());
+    let input = input(ctx, after, text.model, text.segments, whole);
+    spawn_detached(ctx, hooks, &input);
+    let (stage, rewrite) = run(ctx, hooks, &input).await;
     let Some(texts) = rewrite else {
         return Ok((stage, None));
     };
     let mut map = crate::providers::body::parse_object(bytes)?;
-    Segments::of_request(&map).apply(&mut map, &texts);
+    let segments = if after {
+        Segments::of_response(&map)
+    } else {
+        Segments::of_request(&map)
+    };
+    segments.apply(&mut map, &texts);
     Ok((stage, Some(map)))
-}
-
-/// Runs the after-response hooks.
-pub async fn after_response(
-    hooks: &Hooks,
-    ctx: &Context<'_>,
-    body: &mut Map<String, Value>,
-) -> StageResult {
-    run_on_map(&hooks.after, true, ctx, body).await
 }
 
 /// Portkey's 446 answer.

@@ -11,12 +11,12 @@ use serde_json::{Map, Value};
 
 use crate::GatewayError;
 
-/// A request's model and text, read straight from its bytes: strings are
+/// A body's model and text, read straight from its bytes: strings are
 /// borrowed where they need no unescaping, and every other field is skipped
 /// unparsed. Yields the same segments, in the same order, as
-/// [`Segments::of_request`] on the parsed body.
+/// [`Segments::of_request`] / [`Segments::of_response`] on the parsed body.
 #[derive(Debug, Default)]
-pub struct RequestText {
+pub struct BodyText {
     pub model: Option<String>,
     pub segments: Vec<(String, String)>,
 }
@@ -34,6 +34,20 @@ struct Shape<'a> {
     prompt: Option<Texts>,
     #[serde(default)]
     input: Option<Texts>,
+    /// An answer's choices.
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
+    /// An Anthropic answer's content blocks.
+    #[serde(default)]
+    content: Option<Texts>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    text: Option<Texts>,
 }
 
 #[derive(Deserialize)]
@@ -163,10 +177,14 @@ impl<'de> Deserialize<'de> for Item {
     }
 }
 
-impl RequestText {
+fn shape(bytes: &[u8]) -> Result<Shape<'_>, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+impl BodyText {
     /// Reads a JSON request body.
-    pub fn read(bytes: &[u8]) -> Result<Self, GatewayError> {
-        let shape: Shape<'_> = serde_json::from_slice(bytes).map_err(|e| {
+    pub fn request(bytes: &[u8]) -> Result<Self, GatewayError> {
+        let shape = shape(bytes).map_err(|e| {
             GatewayError::MalformedBody(format!(
                 "the body is not a JSON object of the expected shape: {e}"
             ))
@@ -214,6 +232,34 @@ impl RequestText {
             }
         }
         Ok(out)
+    }
+
+    /// Reads a JSON answer: an Anthropic message's text blocks, then each
+    /// choice's message content or text. `None` when it is not a JSON object.
+    pub fn answer(bytes: &[u8]) -> Option<Self> {
+        let shape = shape(bytes).ok()?;
+        let mut out = Self {
+            model: shape.model.map(Cow::into_owned),
+            segments: Vec::new(),
+        };
+        let assistant = |t: String| ("assistant".to_owned(), t);
+        if let Some(Texts::Many(blocks)) = shape.content {
+            for block in blocks {
+                if let Item::Part { text: Some(t) } = block {
+                    out.segments.push(assistant(t));
+                }
+            }
+        }
+        for choice in shape.choices.into_iter().flatten() {
+            let content = choice.message.and_then(|m| m.content);
+            match (content, choice.text) {
+                (Some(Texts::One(t)), _) | (_, Some(Texts::One(t))) => {
+                    out.segments.push(assistant(t));
+                }
+                _ => {}
+            }
+        }
+        Some(out)
     }
 }
 
@@ -406,6 +452,17 @@ mod tests {
             obj(json!({"choices": [{"message": {"role": "assistant", "content": "out"}}]}));
         let s = Segments::of_response(&res);
         assert_eq!(s.items, [("assistant".into(), "out".into())]);
+        // The byte reader sees the same segments as the parsed answer.
+        let answer = json!({"model": "m", "choices": [
+            {"message": {"role": "assistant", "content": "o\n\"q\" \u{e9}"}},
+            {"message": {"role": "assistant", "content": null, "tool_calls": []}},
+            {"text": "completion"},
+            {"message": {"content": [{"type": "text", "text": "x"}]}, "text": "fallback"}]});
+        let read = BodyText::answer(answer.to_string().as_bytes()).expect("reads");
+        assert_eq!(read.segments, Segments::of_response(&obj(answer)).items);
+        assert_eq!(read.segments.len(), 3);
+        assert_eq!(read.model.as_deref(), Some("m"));
+        assert!(BodyText::answer(b"[1]").is_none());
         s.apply(&mut res, &["OUT".into()]);
         assert_eq!(res["choices"][0]["message"]["content"], "OUT");
     }
@@ -425,7 +482,7 @@ mod tests {
         ];
         assert_eq!(s.items, expected);
         // The byte reader sees the same segments.
-        let read = RequestText::read(text.to_string().as_bytes()).expect("reads");
+        let read = BodyText::request(text.to_string().as_bytes()).expect("reads");
         assert_eq!(read.segments, expected);
         s.apply(&mut body, &["S".into(), "U".into(), "A".into()]);
         assert_eq!(body["system"][0]["text"], "S");
@@ -439,6 +496,8 @@ mod tests {
             {"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "out"}]}));
         let s = Segments::of_response(&answer);
         assert_eq!(s.items, [("assistant".into(), "out".into())]);
+        let read = BodyText::answer(Value::Object(answer.clone()).to_string().as_bytes());
+        assert_eq!(read.expect("reads").segments, s.items);
         s.apply(&mut answer, &["OUT".into()]);
         assert_eq!(answer["content"][1]["text"], "OUT");
         assert_eq!(answer["content"][0]["thinking"], "hm");

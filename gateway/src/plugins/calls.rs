@@ -109,7 +109,7 @@ macro_rules! meta_call {
 }
 
 impl Plugin {
-    fn wrong_kind(&self, wanted: Kind) -> PluginError {
+    pub(crate) fn wrong_kind(&self, wanted: Kind) -> PluginError {
         PluginError::WrongKind {
             plugin: self.name.to_string(),
             actual: self.info.kind.as_str(),

@@ -515,12 +515,12 @@ async fn after_hooks(
         .await
         .map_err(|e| GatewayError::Internal(format!("cannot re-read the answer: {e}")))?;
     let (after, answer) = if run_after {
-        let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&bytes) else {
+        // Only the answer's text is read; it is parsed whole only when a
+        // guardrail rewrote it.
+        let Some(checked) = guardrails::after_response_bytes(hooks, ctx, &bytes).await else {
             return Ok(Response::from_parts(parts, Body::from(bytes)));
         };
-        let after = guardrails::after_response(hooks, ctx, &mut answer).await;
-        let rewritten = after.rewritten;
-        (after, rewritten.then_some(answer))
+        checked
     } else {
         (StageResult::default(), None)
     };
