@@ -1,7 +1,9 @@
 //! One guardrail call (host conversion + a warm pooled instance), with a 1 KB and
 //! a 64 KB request, for the Rust built-in (`blocklist`) and the Python,
 //! JavaScript and C examples; plus a fresh instance per call for the Rust one;
-//! and each of the `default` plugin's checks on 1 KB.
+//! each of the `default` plugin's checks on 1 KB; and whole guardrail stages
+//! (the load harness's three input checks and two output checks) against the
+//! same checks called one by one, which is the stages' own cost.
 //!
 //! ```text
 //! cargo bench -p sluice-tests --bench plugin_call
@@ -131,6 +133,136 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 rt.block_on(default.check(&config, black_box(&one_kb)))
                     .expect("check")
+            })
+        });
+    }
+    group.finish();
+    stages(c, &rt, &engine);
+}
+
+/// The load harness's request (`loadtest`'s `BODY`) and a mock answer.
+const HARNESS_BODY: &str = r#"{"model":"gpt-load","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."}],"temperature":0.2,"max_tokens":64}"#;
+
+/// The load harness's `--checks` hooks, through a registry of the built-ins:
+/// each stage whole, and its checks called directly.
+fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine) {
+    use sluice::config::routing::parse_json;
+    use sluice::guardrails::{self, Context, Stats};
+    use std::sync::Arc;
+
+    let registry = Arc::new(sluice::plugins::Registry::new(
+        engine.clone(),
+        PathBuf::new(),
+        Limits::default(),
+        Default::default(),
+    ));
+    let errors = rt.block_on(registry.load_builtins());
+    assert!(errors.is_empty(), "{errors:?}");
+    let config = serde_json::json!({"provider": "openai",
+        "input_guardrails": [
+            {"deny": true, "default.wordCount": {"maxWords": 500}},
+            {"deny": true, "default.pii": {}},
+            {"deny": true, "default.promptInjection": {}}],
+        "output_guardrails": [
+            {"deny": true, "default.bannedWords": {"words": ["darn"]}},
+            {"deny": true, "default.contains": {"words": ["forbidden"], "operator": "none"}}]});
+    let hooks = parse_json(&config.to_string(), &|_| true)
+        .expect("config")
+        .root
+        .inherit
+        .hooks;
+    let metadata = serde_json::Map::new();
+    let stats = Arc::new(Stats::default());
+    let ctx = Context {
+        endpoint: Endpoint::Chat,
+        provider: "openai",
+        metadata: &metadata,
+        plugins: &registry,
+        stats: &stats,
+        grants: Default::default(),
+    };
+    let answer = sluice_tests::mock::chat_completion("gpt-load");
+    let mut group = c.benchmark_group("guardrail_stage");
+    group.bench_function("before/3-checks", |b| {
+        b.iter(|| {
+            let (stage, _) = rt
+                .block_on(guardrails::before_request_bytes(
+                    &hooks,
+                    &ctx,
+                    black_box(HARNESS_BODY.as_bytes()),
+                ))
+                .expect("stage");
+            assert!(!stage.failed);
+        })
+    });
+    let answer_bytes = answer.to_string();
+    group.bench_function("after/2-checks", |b| {
+        b.iter(|| {
+            let (stage, _) = rt
+                .block_on(guardrails::after_response_bytes(
+                    &hooks,
+                    &ctx,
+                    black_box(answer_bytes.as_bytes()),
+                ))
+                .expect("stage");
+            assert!(!stage.failed);
+        })
+    });
+    // The same checks, each called directly on the plugin with the stage's
+    // input: what the stages add is the difference.
+    let default = registry.get("default").expect("default");
+    let direct = |after: bool, segments: Vec<(String, String)>| CheckInput {
+        after_response: after,
+        endpoint: Endpoint::Chat,
+        provider: "openai".into(),
+        model: Some("gpt-load".into()),
+        metadata: Vec::new(),
+        segments,
+        body: None,
+        grants: Default::default(),
+    };
+    let request: serde_json::Value = serde_json::from_str(HARNESS_BODY).expect("json");
+    let texts = |v: &serde_json::Value, pointer: &str| -> Vec<(String, String)> {
+        v.pointer(pointer)
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let m = m.get("message").unwrap_or(m);
+                (
+                    m["role"].as_str().unwrap_or("user").to_owned(),
+                    m["content"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    for (after, input, stage_hooks) in [
+        (
+            false,
+            direct(false, texts(&request, "/messages")),
+            &hooks.before,
+        ),
+        (true, direct(true, texts(&answer, "/choices")), &hooks.after),
+    ] {
+        let configs: Vec<String> = stage_hooks
+            .iter()
+            .flat_map(|h| &h.checks)
+            .map(|c| c.namespaced.as_ref().expect("default.X").parameters.clone())
+            .collect();
+        for config in &configs {
+            rt.block_on(default.ensure_valid(config)).expect("valid");
+        }
+        let name = if after {
+            "after/2-checks-direct"
+        } else {
+            "before/3-checks-direct"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for config in &configs {
+                    rt.block_on(default.check(config, black_box(&input)))
+                        .expect("check");
+                }
             })
         });
     }

@@ -13,6 +13,9 @@
 //! instead: `wordCount`, `pii` and `promptInjection` before the request,
 //! `bannedWords` and `contains` on the answer (all passing).
 //!
+//! With `--config JSON`, the guarded run sends that config instead (to measure
+//! one stage or one check alone).
+//!
 //! With `--tree`, each concurrency also runs a one-target config and a
 //! three-level routing tree (fallback over loadbalance over targets, with
 //! retries), both in `x-portkey-config`, and reports the tree's CPU per request
@@ -36,6 +39,7 @@ struct Args {
     concurrency: Vec<usize>,
     guardrails: usize,
     checks: bool,
+    config: Option<String>,
     tree: bool,
 }
 
@@ -45,6 +49,7 @@ fn args() -> Result<Args> {
         concurrency: vec![1, 16],
         guardrails: 0,
         checks: false,
+        config: None,
         tree: false,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +67,11 @@ fn args() -> Result<Args> {
         match a.as_str() {
             "--seconds" => out.seconds = v.parse()?,
             "--guardrails" => out.guardrails = v.parse()?,
+            "--config" => {
+                serde_json::from_str::<serde_json::Value>(&v).context("--config")?;
+                out.config = Some(v);
+                out.guardrails = out.guardrails.max(1);
+            }
             "--concurrency" => {
                 out.concurrency = v.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
@@ -230,7 +240,9 @@ fn main() -> Result<()> {
         let hooks: Vec<serde_json::Value> = (0..args.guardrails)
             .map(|i| serde_json::json!({"id": format!("g{i}"), "deny": true, "blocklist": {"words": ["forbidden"]}}))
             .collect();
-        let guarded_config = if args.checks {
+        let guarded_config = if let Some(config) = &args.config {
+            config.clone()
+        } else if args.checks {
             serde_json::json!({"provider": "mock",
                 "input_guardrails": [
                     {"deny": true, "default.wordCount": {"maxWords": 500}},
@@ -323,15 +335,17 @@ fn main() -> Result<()> {
                 let (u0, s0) = cpu_split(gw.pid())?;
                 let run = drive(&gw_url, &guarded, c, args.seconds).await;
                 let (u1, s1) = cpu_split(gw.pid())?;
-                let guarded_per_req =
-                    ((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6;
+                let n = run.requests.max(1) as f64;
+                let guarded_per_req = ((u1 - u0) + (s1 - s0)) / n * 1e6;
                 println!(
-                    "| {c} | gateway + {} guardrails | {:.0} | {} | {} | {} | {guarded_per_req:.1} µs ({:.2}x plain) | | |",
+                    "| {c} | gateway + {} guardrails | {:.0} | {} | {} | {} | {guarded_per_req:.1} µs ({:.0} user + {:.0} sys; {:.2}x plain) | | |",
                     args.guardrails,
                     run.rps(),
                     ms(run.pct(0.5)),
                     ms(run.pct(0.99)),
                     run.errors,
+                    (u1 - u0) / n * 1e6,
+                    (s1 - s0) / n * 1e6,
                     guarded_per_req / per_req.max(1e-9),
                 );
             }
