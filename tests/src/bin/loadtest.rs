@@ -16,6 +16,12 @@
 //! With `--config JSON`, the guarded run sends that config instead (to measure
 //! one stage or one check alone).
 //!
+//! With `--rounds N` (and `--guardrails`, `--checks` or `--config`), each
+//! concurrency also alternates plain and guarded runs N times and reports the
+//! median CPU per request of each and the median of the rounds' differences:
+//! on a shared machine one run's CPU per request moves by ±10 µs, as much as
+//! the effects worth measuring.
+//!
 //! With `--tree`, each concurrency also runs a one-target config and a
 //! three-level routing tree (fallback over loadbalance over targets, with
 //! retries), both in `x-portkey-config`, and reports the tree's CPU per request
@@ -40,6 +46,7 @@ struct Args {
     guardrails: usize,
     checks: bool,
     config: Option<String>,
+    rounds: usize,
     tree: bool,
 }
 
@@ -50,6 +57,7 @@ fn args() -> Result<Args> {
         guardrails: 0,
         checks: false,
         config: None,
+        rounds: 0,
         tree: false,
     };
     let mut it = std::env::args().skip(1);
@@ -67,6 +75,7 @@ fn args() -> Result<Args> {
         match a.as_str() {
             "--seconds" => out.seconds = v.parse()?,
             "--guardrails" => out.guardrails = v.parse()?,
+            "--rounds" => out.rounds = v.parse()?,
             "--config" => {
                 serde_json::from_str::<serde_json::Value>(&v).context("--config")?;
                 out.config = Some(v);
@@ -164,6 +173,29 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 /// (utime, stime) of a process, in seconds.
+/// The gateway's CPU time per request over one run.
+async fn cpu_per_req(
+    url: &str,
+    headers: &[(&str, &str)],
+    concurrency: usize,
+    seconds: u64,
+    pid: u32,
+) -> Result<f64> {
+    let (u0, s0) = cpu_split(pid)?;
+    let run = drive(url, headers, concurrency, seconds).await;
+    let (u1, s1) = cpu_split(pid)?;
+    Ok(((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 fn cpu_split(pid: u32) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat
@@ -347,6 +379,29 @@ fn main() -> Result<()> {
                     (u1 - u0) / n * 1e6,
                     (s1 - s0) / n * 1e6,
                     guarded_per_req / per_req.max(1e-9),
+                );
+            }
+            if args.guardrails > 0 && args.rounds > 0 {
+                let (mut plain, mut with_hooks, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..args.rounds {
+                    let p = cpu_per_req(&gw_url, &headers, c, args.seconds, gw.pid()).await?;
+                    let g = cpu_per_req(&gw_url, &guarded, c, args.seconds, gw.pid()).await?;
+                    plain.push(p);
+                    with_hooks.push(g);
+                    diffs.push(g - p);
+                }
+                println!(
+                    "| {c} | {} rounds of {} s, medians | | | | | plain {:.1} µs, guarded {:.1} µs: +{:.1} µs (rounds' differences {}) | | |",
+                    args.rounds,
+                    args.seconds,
+                    median(&mut plain),
+                    median(&mut with_hooks),
+                    median(&mut diffs),
+                    diffs
+                        .iter()
+                        .map(|d| format!("{d:+.0}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 );
             }
         }
