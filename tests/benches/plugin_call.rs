@@ -140,9 +140,6 @@ fn bench(c: &mut Criterion) {
     stages(c, &rt, &engine);
 }
 
-/// The load harness's request (`loadtest`'s `BODY`) and a mock answer.
-const HARNESS_BODY: &str = r#"{"model":"gpt-load","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."}],"temperature":0.2,"max_tokens":64}"#;
-
 /// The load harness's `--checks` hooks, through a registry of the built-ins:
 /// each stage whole, and its checks called directly.
 fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine) {
@@ -158,14 +155,7 @@ fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine
     ));
     let errors = rt.block_on(registry.load_builtins());
     assert!(errors.is_empty(), "{errors:?}");
-    let config = serde_json::json!({"provider": "openai",
-        "input_guardrails": [
-            {"deny": true, "default.wordCount": {"maxWords": 500}},
-            {"deny": true, "default.pii": {}},
-            {"deny": true, "default.promptInjection": {}}],
-        "output_guardrails": [
-            {"deny": true, "default.bannedWords": {"words": ["darn"]}},
-            {"deny": true, "default.contains": {"words": ["forbidden"], "operator": "none"}}]});
+    let config = sluice_tests::load::checks_config("openai");
     let hooks = parse_json(&config.to_string(), &|_| true)
         .expect("config")
         .root
@@ -189,7 +179,7 @@ fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine
                 .block_on(guardrails::before_request_bytes(
                     &hooks,
                     &ctx,
-                    black_box(HARNESS_BODY.as_bytes()),
+                    black_box(sluice_tests::load::BODY.as_bytes()),
                 ))
                 .expect("stage");
             assert!(!stage.failed);
@@ -221,7 +211,7 @@ fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine
         body: None,
         grants: Default::default(),
     };
-    let request: serde_json::Value = serde_json::from_str(HARNESS_BODY).expect("json");
+    let request: serde_json::Value = serde_json::from_str(sluice_tests::load::BODY).expect("json");
     let texts = |v: &serde_json::Value, pointer: &str| -> Vec<(String, String)> {
         v.pointer(pointer)
             .and_then(serde_json::Value::as_array)

@@ -12,6 +12,26 @@ pub mod fixtures {
     include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 }
 
+/// What the load harness sends, shared with the benches that measure the
+/// same work in-process.
+pub mod load {
+    /// The chat request every run sends (a user message of about 480 bytes).
+    pub const BODY: &str = r#"{"model":"gpt-load","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."}],"temperature":0.2,"max_tokens":64}"#;
+
+    /// `--checks`: five of the `default` plugin's checks, three on the request
+    /// and two on the answer, all passing on [`BODY`] and the mock's answer.
+    pub fn checks_config(provider: &str) -> serde_json::Value {
+        serde_json::json!({"provider": provider,
+            "input_guardrails": [
+                {"deny": true, "default.wordCount": {"maxWords": 500}},
+                {"deny": true, "default.pii": {}},
+                {"deny": true, "default.promptInjection": {}}],
+            "output_guardrails": [
+                {"deny": true, "default.bannedWords": {"words": ["darn"]}},
+                {"deny": true, "default.contains": {"words": ["forbidden"], "operator": "none"}}]})
+    }
+}
+
 pub use gateway::{Gateway, TempDir};
 pub use mock::MockUpstream;
 

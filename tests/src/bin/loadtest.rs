@@ -36,9 +36,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use sluice_tests::load::BODY;
 use sluice_tests::{Gateway, MockUpstream, config_with_mock};
-
-const BODY: &str = r#"{"model":"gpt-load","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."}],"temperature":0.2,"max_tokens":64}"#;
 
 struct Args {
     seconds: u64,
@@ -275,15 +274,7 @@ fn main() -> Result<()> {
         let guarded_config = if let Some(config) = &args.config {
             config.clone()
         } else if args.checks {
-            serde_json::json!({"provider": "mock",
-                "input_guardrails": [
-                    {"deny": true, "default.wordCount": {"maxWords": 500}},
-                    {"deny": true, "default.pii": {}},
-                    {"deny": true, "default.promptInjection": {}}],
-                "output_guardrails": [
-                    {"deny": true, "default.bannedWords": {"words": ["darn"]}},
-                    {"deny": true, "default.contains": {"words": ["forbidden"], "operator": "none"}}]})
-            .to_string()
+            sluice_tests::load::checks_config("mock").to_string()
         } else {
             serde_json::json!({"provider": "mock", "input_guardrails": hooks}).to_string()
         };
