@@ -194,6 +194,7 @@ fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine
                     &ctx,
                     black_box(answer_bytes.as_bytes()),
                 ))
+                .expect("a JSON answer")
                 .expect("stage");
             assert!(!stage.failed);
         })

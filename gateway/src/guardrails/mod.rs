@@ -81,8 +81,6 @@ pub struct StageResult {
     pub results: Vec<HookResult>,
     pub denied: bool,
     pub failed: bool,
-    /// A guardrail rewrote the body's text.
-    pub rewritten: bool,
 }
 
 impl StageResult {
@@ -223,7 +221,6 @@ async fn run(
     }
     results.sort_by_key(|(i, _)| *i);
     stage.results = results.into_iter().map(|(_, r)| r).collect();
-    stage.rewritten = rewrite.is_some();
     // The verdicts go into the request's log line (its span's fields), not a
     // line per hook: a log write costs more than a check.
     let summary = stage.summary();
@@ -237,6 +234,23 @@ async fn run(
         summary.as_str(),
     );
     (stage, rewrite)
+}
+
+/// Runs a stage on a body's text: its detached hooks beside the request, the
+/// others in it (see [`run`]). `whole` is the body, given to checks that ask
+/// for it.
+async fn run_text(
+    ctx: &Context<'_>,
+    hooks: &Arc<[HookSpec]>,
+    after: bool,
+    model: Option<String>,
+    segments: Vec<(String, String)>,
+    whole: impl FnOnce() -> String,
+) -> (StageResult, Option<Vec<String>>) {
+    let whole = wants_body(ctx.plugins, hooks).then(whole);
+    let input = input(ctx, after, model, segments, whole);
+    spawn_detached(ctx, hooks, &input);
+    run(ctx, hooks, &input).await
 }
 
 /// Starts a stage's detached (`async: true`) hooks beside the request: they
@@ -471,11 +485,16 @@ pub async fn before_request(
 ) -> StageResult {
     let segments = Segments::of_request(body);
     let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
-    let whole =
-        wants_body(ctx.plugins, &hooks.before).then(|| Value::Object(body.clone()).to_string());
-    let input = input(ctx, false, model, segments.items.clone(), whole);
-    spawn_detached(ctx, &hooks.before, &input);
-    let (stage, rewrite) = run(ctx, &hooks.before, &input).await;
+    let whole = || Value::Object(body.clone()).to_string();
+    let (stage, rewrite) = run_text(
+        ctx,
+        &hooks.before,
+        false,
+        model,
+        segments.items.clone(),
+        whole,
+    )
+    .await;
     if let Some(texts) = rewrite {
         segments.apply(body, &texts);
     }
@@ -501,11 +520,9 @@ pub async fn after_response_bytes(
     hooks: &Hooks,
     ctx: &Context<'_>,
     bytes: &[u8],
-) -> Option<(StageResult, Option<Map<String, Value>>)> {
+) -> Option<Result<(StageResult, Option<Map<String, Value>>), crate::GatewayError>> {
     let text = segments::BodyText::answer(bytes)?;
-    run_on_bytes(&hooks.after, true, ctx, bytes, text)
-        .await
-        .ok()
+    Some(run_on_bytes(&hooks.after, true, ctx, bytes, text).await)
 }
 
 async fn run_on_bytes(
@@ -515,10 +532,8 @@ async fn run_on_bytes(
     bytes: &[u8],
     text: segments::BodyText,
 ) -> Result<(StageResult, Option<Map<String, Value>>), crate::GatewayError> {
-    let whole = wants_body(ctx.plugins, hooks).then(|| String::from_utf8_lossy(bytes).into_owned());
-    let input = input(ctx, after, text.model, text.segments, whole);
-    spawn_detached(ctx, hooks, &input);
-    let (stage, rewrite) = run(ctx, hooks, &input).await;
+    let whole = || String::from_utf8_lossy(bytes).into_owned();
+    let (stage, rewrite) = run_text(ctx, hooks, after, text.model, text.segments, whole).await;
     let Some(texts) = rewrite else {
         return Ok((stage, None));
     };

@@ -237,6 +237,10 @@ impl BodyText {
     /// Reads a JSON answer: an Anthropic message's text blocks, then each
     /// choice's message content or text. `None` when it is not a JSON object.
     pub fn answer(bytes: &[u8]) -> Option<Self> {
+        // serde reads a struct from an array too; an answer must be an object.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
         let shape = shape(bytes).ok()?;
         let mut out = Self {
             model: shape.model.map(Cow::into_owned),
@@ -463,6 +467,8 @@ mod tests {
         assert_eq!(read.segments.len(), 3);
         assert_eq!(read.model.as_deref(), Some("m"));
         assert!(BodyText::answer(b"[1]").is_none());
+        assert!(BodyText::answer(b" []").is_none());
+        assert!(BodyText::answer(b" {}").is_some());
         s.apply(&mut res, &["OUT".into()]);
         assert_eq!(res["choices"][0]["message"]["content"], "OUT");
     }

@@ -155,8 +155,7 @@ pub async fn check(
     if last {
         spawn_detached(&ctx, hooks, &input);
     }
-    let (mut stage, _) = run(&ctx, hooks, &input).await;
-    stage.rewritten = false;
+    let (stage, _) = run(&ctx, hooks, &input).await;
     // The request's line has gone with the stream's start.
     if last || stage.failed {
         tracing::info!(hooks = %stage.summary(), last, "stream guardrails");

@@ -520,7 +520,7 @@ async fn after_hooks(
         let Some(checked) = guardrails::after_response_bytes(hooks, ctx, &bytes).await else {
             return Ok(Response::from_parts(parts, Body::from(bytes)));
         };
-        checked
+        checked?
     } else {
         (StageResult::default(), None)
     };
