@@ -5,6 +5,10 @@
 //! (the load harness's three input checks and two output checks) against the
 //! same checks called one by one, which is the stages' own cost.
 //!
+//! The `…/cold` variants evict the caches (8 MiB walked) before each call, as
+//! a request's network work does between its stages: the difference to the
+//! hot number is what cold caches cost the call itself.
+//!
 //! ```text
 //! cargo bench -p sluice-tests --bench plugin_call
 //! ```
@@ -114,6 +118,7 @@ fn bench(c: &mut Criterion) {
         Limits::default(),
     );
     let mut group = c.benchmark_group("default_check");
+    let mut evictor = Evictor::new();
     for (check, parameters) in [
         ("wordCount", r#"{"maxWords": 500}"#),
         (
@@ -129,21 +134,61 @@ fn bench(c: &mut Criterion) {
         let config = format!(r#"{{"check": "{check}", "parameters": {parameters}}}"#);
         rt.block_on(default.ensure_valid(&config))
             .expect("valid config");
-        group.bench_function(format!("{check}/1KB"), |b| {
-            b.iter(|| {
-                rt.block_on(default.check(&config, black_box(&one_kb)))
-                    .expect("check")
-            })
-        });
+        let call = || {
+            rt.block_on(default.check(&config, black_box(&one_kb)))
+                .expect("check");
+        };
+        group.bench_function(format!("{check}/1KB"), |b| b.iter(call));
+        // The floor of a call met with cold caches, as a request's first
+        // call is.
+        if check == "jsonKeys" {
+            group.bench_function(format!("{check}/1KB/cold"), |b| evictor.bench(b, call));
+        }
     }
     group.finish();
-    stages(c, &rt, &engine);
+    stages(c, &rt, &engine, &mut evictor);
+}
+
+/// Evicts the caches and TLBs a request's network work would have: the loop
+/// walks 8 MiB (8× this machine's L2), a line at a time.
+struct Evictor(Vec<u8>);
+
+impl Evictor {
+    fn new() -> Self {
+        Self(vec![1; 8 << 20])
+    }
+
+    fn evict(&mut self) {
+        for i in (0..self.0.len()).step_by(64) {
+            self.0[i] = self.0[i].wrapping_add(1);
+        }
+        black_box(&self.0);
+    }
+
+    /// Times `routine` alone, each iteration after an eviction.
+    fn bench(&mut self, b: &mut criterion::Bencher<'_>, mut routine: impl FnMut()) {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                self.evict();
+                let started = std::time::Instant::now();
+                routine();
+                total += started.elapsed();
+            }
+            total
+        })
+    }
 }
 
 /// The load harness's `--checks` hooks, through a registry of the built-ins:
 /// each stage whole, and its checks called directly.
-fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine) {
-    use sluice::config::routing::parse_json;
+fn stages(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    engine: &PluginEngine,
+    evictor: &mut Evictor,
+) {
+    use sluice::config::routing::{Hooks, parse_json};
     use sluice::guardrails::{self, Context, Stats};
     use std::sync::Arc;
 
@@ -155,12 +200,14 @@ fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine
     ));
     let errors = rt.block_on(registry.load_builtins());
     assert!(errors.is_empty(), "{errors:?}");
-    let config = sluice_tests::load::checks_config("openai");
-    let hooks = parse_json(&config.to_string(), &|_| true)
-        .expect("config")
-        .root
-        .inherit
-        .hooks;
+    let hooks_of = |config: &serde_json::Value| {
+        parse_json(&config.to_string(), &|_| true)
+            .expect("config")
+            .root
+            .inherit
+            .hooks
+    };
+    let hooks = hooks_of(&sluice_tests::load::checks_config("openai"));
     let metadata = serde_json::Map::new();
     let stats = Arc::new(Stats::default());
     let ctx = Context {
@@ -173,32 +220,49 @@ fn stages(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PluginEngine
     };
     let answer = sluice_tests::mock::chat_completion("gpt-load");
     let mut group = c.benchmark_group("guardrail_stage");
-    group.bench_function("before/3-checks", |b| {
-        b.iter(|| {
-            let (stage, _) = rt
-                .block_on(guardrails::before_request_bytes(
-                    &hooks,
-                    &ctx,
-                    black_box(sluice_tests::load::BODY.as_bytes()),
-                ))
-                .expect("stage");
-            assert!(!stage.failed);
-        })
-    });
     let answer_bytes = answer.to_string();
-    group.bench_function("after/2-checks", |b| {
-        b.iter(|| {
-            let (stage, _) = rt
-                .block_on(guardrails::after_response_bytes(
-                    &hooks,
-                    &ctx,
-                    black_box(answer_bytes.as_bytes()),
-                ))
-                .expect("a JSON answer")
-                .expect("stage");
-            assert!(!stage.failed);
-        })
-    });
+    let before = |hooks: &Hooks| {
+        let (stage, _) = rt
+            .block_on(guardrails::before_request_bytes(
+                hooks,
+                &ctx,
+                black_box(sluice_tests::load::BODY.as_bytes()),
+            ))
+            .expect("stage");
+        assert!(!stage.failed);
+    };
+    let after = |hooks: &Hooks| {
+        let (stage, _) = rt
+            .block_on(guardrails::after_response_bytes(
+                hooks,
+                &ctx,
+                black_box(answer_bytes.as_bytes()),
+            ))
+            .expect("a JSON answer")
+            .expect("stage");
+        assert!(!stage.failed);
+    };
+    // A hook without checks: the stage's own machinery alone.
+    let empty = hooks_of(&serde_json::json!({
+        "provider": "openai",
+        "before_request_hooks": [{"id": "b", "checks": []}],
+        "after_request_hooks": [{"id": "a", "checks": []}],
+    }));
+    for (name, hooks) in [("", &hooks), ("/no-checks", &empty)] {
+        let (before_name, after_name) = if name.is_empty() {
+            ("before/3-checks".to_owned(), "after/2-checks".to_owned())
+        } else {
+            (format!("before{name}"), format!("after{name}"))
+        };
+        group.bench_function(&before_name, |b| b.iter(|| before(hooks)));
+        group.bench_function(format!("{before_name}/cold"), |b| {
+            evictor.bench(b, || before(hooks))
+        });
+        group.bench_function(&after_name, |b| b.iter(|| after(hooks)));
+        group.bench_function(format!("{after_name}/cold"), |b| {
+            evictor.bench(b, || after(hooks))
+        });
+    }
     // The same checks, each called directly on the plugin with the stage's
     // input: what the stages add is the difference.
     let default = registry.get("default").expect("default");
