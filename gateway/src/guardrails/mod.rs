@@ -331,7 +331,7 @@ pub struct CheckResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<Box<serde_json::value::RawValue>>,
     /// The plugin failed to run (trap, timeout, missing, bad parameters).
     pub error: Option<String>,
     /// Milliseconds.

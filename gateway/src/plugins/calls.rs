@@ -42,11 +42,22 @@ pub enum Outcome {
     Rewrite(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Verdict {
     pub outcome: Outcome,
     pub score: Option<f64>,
-    pub data: Option<serde_json::Value>,
+    /// The plugin's data: its JSON as it sent it (checked, not parsed into a
+    /// tree: it only goes on into `hook_results`), or a JSON string of what it
+    /// sent when that is not JSON.
+    pub data: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// `text` as raw JSON when it is JSON, else as a JSON string.
+fn raw_json(text: String) -> Box<serde_json::value::RawValue> {
+    serde_json::from_str(&text).unwrap_or_else(|_| {
+        serde_json::value::to_raw_value(&text)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+    })
 }
 
 /// One target as a router sees it.
@@ -228,9 +239,7 @@ impl Plugin {
         Ok(Verdict {
             outcome,
             score: verdict.score,
-            data: verdict
-                .data
-                .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
+            data: verdict.data.map(raw_json),
         })
     }
 
@@ -475,5 +484,20 @@ impl StreamTranslator {
                 None => Err(PluginError::Unavailable(plugin.name.to_string())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_json;
+
+    #[test]
+    fn a_plugins_data_is_kept_as_json_or_made_a_string() {
+        assert_eq!(
+            raw_json(r#"{"a": [1, 2]}"#.into()).get(),
+            r#"{"a": [1, 2]}"#
+        );
+        assert_eq!(raw_json("not json".into()).get(), r#""not json""#);
+        assert_eq!(raw_json(r#"{"a": 1"#.into()).get(), r#""{\"a\": 1""#);
     }
 }
