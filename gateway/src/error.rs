@@ -91,6 +91,12 @@ pub enum GatewayError {
         status: u16,
         detail: String,
     },
+    /// No usable gateway key (missing, unknown, revoked, expired).
+    #[error(transparent)]
+    Unauthenticated(#[from] crate::keys::AuthError),
+    /// The gateway key's role does not allow the route.
+    #[error("{0}")]
+    Forbidden(String),
     /// A bug or an impossible state; the message is safe to show.
     #[error(transparent)]
     Plugin(#[from] crate::plugins::PluginError),
@@ -120,6 +126,8 @@ impl GatewayError {
             | Self::Unsupported(_)
             | Self::HostRefused(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } | Self::UpstreamGarbage { .. } => {
@@ -189,6 +197,8 @@ impl GatewayError {
             Self::UpstreamGarbage { .. } => "upstream_invalid_response",
             Self::CredentialExchange { .. } => "credential_exchange_failed",
             Self::Internal(_) => "internal_error",
+            Self::Unauthenticated(e) => e.code(),
+            Self::Forbidden(_) => "forbidden",
             Self::Plugin(e) => match e {
                 PluginError::Load { .. }
                 | PluginError::Instantiate { .. }

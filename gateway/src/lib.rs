@@ -17,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod guardrails;
+pub mod keys;
 pub mod plugins;
 pub mod providers;
 pub mod routing;

@@ -55,6 +55,46 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Manage gateway keys (in the state database).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (once: only its hash is stored).
+    Create {
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// admin (everything), member (the proxy routes) or viewer (reading).
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// Expire after this many days (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
+    /// List keys: id, name, role, first characters, status, dates.
+    List {
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
+    /// Revoke a key by id: it stops working at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
+    /// Give a key a new secret (printed once); the old one stops working.
+    Rotate {
+        id: String,
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +149,7 @@ enum ConfigCommand {
 }
 
 mod cli;
+mod cli_keys;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -123,6 +164,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => Ok(check(&file)),
         Command::Plugins { command } => cli::plugins(command),
+        Command::Keys { command } => cli_keys::keys(command),
     };
     match result {
         Ok(code) => code,
@@ -209,6 +251,7 @@ fn serve(
         anyhow::bail!("invalid config:\n  {}", problems.join("\n  "));
     }
     let _watcher = sluice::plugins::host::watch(&config.plugins, &plugins);
+    let keys = open_keys(&config)?;
 
     let addr = SocketAddr::new(config.host, config.port);
     let workers = match config.workers {
@@ -233,6 +276,7 @@ fn serve(
         tokens: Arc::default(),
         fetches: Arc::default(),
         guardrails: Arc::default(),
+        keys,
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");
@@ -252,4 +296,37 @@ fn serve(
     running.join()?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the state database's keys, keeps them fresh for changes another
+/// process makes (`sluice keys ...`), and says at start-up how requests are
+/// authenticated.
+fn open_keys(config: &ServerConfig) -> anyhow::Result<Arc<sluice::keys::Store>> {
+    let keys = Arc::new(sluice::keys::Store::open(&config.state_path)?);
+    let weak = Arc::downgrade(&keys);
+    std::thread::Builder::new()
+        .name("sluice-keys".into())
+        .spawn(move || {
+            while let Some(keys) = weak.upgrade() {
+                if let Err(e) = keys.refresh() {
+                    tracing::warn!(error = %e, "cannot re-read the gateway keys");
+                }
+                drop(keys);
+                std::thread::sleep(sluice::keys::RELOAD_EVERY);
+            }
+        })
+        .context("cannot start the keys thread")?;
+    let beyond_loopback = !config.host.is_loopback();
+    match (config.auth_required(), beyond_loopback) {
+        (false, true) => tracing::warn!(
+            host = %config.host,
+            "authentication is off ([auth] required = false) while listening beyond loopback: anyone who can reach this address can use the gateway"
+        ),
+        (true, _) if !keys.any_active() => tracing::warn!(
+            state = %config.state_path.display(),
+            "authentication is on and there is no active gateway key: every request will get 401; create one with `sluice keys create --role admin`"
+        ),
+        _ => {}
+    }
+    Ok(keys)
 }

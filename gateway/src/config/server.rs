@@ -25,6 +25,13 @@
 //! allow_loopback = true
 //! allow = ["10.1.0.0/16", "models.internal"]
 //!
+//! [auth]
+//! required = true                  # gateway keys on /v1 and /admin; default: on when
+//!                                  # the server listens beyond loopback, off on loopback
+//!
+//! [state]
+//! path = "sluice.db"               # SQLite: gateway keys (relative to this file)
+//!
 //! [plugins]                      # see config/plugins.rs: cache, watch, limits
 //! watch = true
 //!
@@ -118,6 +125,11 @@ pub struct ServerConfig {
     /// Named routing configs, referenced by `x-portkey-config: NAME`.
     pub configs: BTreeMap<String, Arc<RoutingConfig>>,
     pub default_config: Option<String>,
+    /// `[auth] required`; when unset, [`ServerConfig::auth_required`] decides
+    /// by the address the server listens on.
+    pub auth: Option<bool>,
+    /// The state database (SQLite): gateway keys.
+    pub state_path: PathBuf,
 }
 
 impl ServerConfig {
@@ -130,7 +142,19 @@ impl ServerConfig {
     pub fn load(path: &Path) -> Result<Self, Problems> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Problems::one("", format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text)
+        let mut config = Self::parse(&text)?;
+        // Relative to the file that names it, so a config and its state travel
+        // together.
+        if let Some(dir) = path.parent() {
+            config.state_path = dir.join(&config.state_path);
+        }
+        Ok(config)
+    }
+
+    /// Whether requests need a gateway key: as `[auth] required` says, else
+    /// whenever the server listens beyond loopback.
+    pub fn auth_required(&self) -> bool {
+        self.auth.unwrap_or(!self.host.is_loopback())
     }
 
     /// Validates TOML text, reporting every problem.
@@ -151,6 +175,8 @@ impl ServerConfig {
                 "default_config",
                 "plugins",
                 "routing",
+                "auth",
+                "state",
             ],
             |_| false,
         );
@@ -251,6 +277,17 @@ impl ServerConfig {
             upstream.pool_max_idle_per_host = s
                 .uint(&mut p, "pool_max_idle_per_host", 0, 65_536)
                 .map_or(upstream.pool_max_idle_per_host, |n| n as usize);
+        }
+
+        let mut auth = None;
+        if let Some(s) = section(&mut p, "auth") {
+            s.deny_unknown(&mut p, &["required"], |_| false);
+            auth = s.bool(&mut p, "required");
+        }
+        let mut state_path = PathBuf::from("sluice.db");
+        if let Some(s) = section(&mut p, "state") {
+            s.deny_unknown(&mut p, &["path"], |_| false);
+            state_path = s.str(&mut p, "path").map_or(state_path, PathBuf::from);
         }
 
         let mut ssrf = SsrfPolicy::default();
@@ -379,6 +416,8 @@ impl ServerConfig {
             providers,
             configs,
             default_config,
+            auth,
+            state_path,
         })
     }
 }
@@ -404,6 +443,41 @@ mod tests {
         assert!(c.ssrf.allow_loopback);
         assert!(c.providers.contains("openai"));
         assert_eq!(c.default_config, None);
+    }
+
+    #[test]
+    fn keys_are_required_beyond_loopback_unless_turned_off() {
+        let mut c = ServerConfig::defaults().expect("defaults");
+        assert!(!c.auth_required(), "off on loopback");
+        c.host = IpAddr::from([0, 0, 0, 0]);
+        assert!(c.auth_required(), "on beyond loopback");
+        let mut off = ServerConfig::parse("[auth]\nrequired = false").expect("valid");
+        off.host = IpAddr::from([10, 0, 0, 1]);
+        assert!(!off.auth_required());
+        let on = ServerConfig::parse("[auth]\nrequired = true").expect("valid");
+        assert!(on.auth_required(), "on by choice on loopback");
+        let bad =
+            ServerConfig::parse("[auth]\nrequired = \"yes\"\nrequire = true").expect_err("invalid");
+        assert_eq!(bad.0.len(), 2, "{bad:?}");
+    }
+
+    #[test]
+    fn the_state_database_is_found_beside_its_config() {
+        let dir = std::env::temp_dir().join(format!("sluice-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("sluice.toml");
+        std::fs::write(&file, "").expect("write");
+        assert_eq!(
+            ServerConfig::load(&file).expect("load").state_path,
+            dir.join("sluice.db")
+        );
+        std::fs::write(&file, "[state]\npath = \"/var/lib/sluice/state.db\"").expect("write");
+        assert_eq!(
+            ServerConfig::load(&file).expect("load").state_path,
+            PathBuf::from("/var/lib/sluice/state.db"),
+            "an absolute path stays"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

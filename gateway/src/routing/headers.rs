@@ -22,6 +22,8 @@ pub enum PortkeyHeader {
     TraceId,
     RetryCount,
     StrictOpenAiCompliance,
+    /// The gateway key.
+    ApiKey,
 }
 
 impl PortkeyHeader {
@@ -42,7 +44,9 @@ impl PortkeyHeader {
             "x-portkey-strict-open-ai-compliance",
             "x-sluice-strict-open-ai-compliance",
         );
+        static API_KEY: [HeaderName; 2] = pair("x-portkey-api-key", "x-sluice-api-key");
         match self {
+            Self::ApiKey => &API_KEY,
             Self::Provider => &PROVIDER,
             Self::Config => &CONFIG,
             Self::CustomHost => &CUSTOM_HOST,

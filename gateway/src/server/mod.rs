@@ -4,6 +4,7 @@
 //! The order of stages for a proxied request is fixed in [`proxy`]; this module
 //! may call every other stage and is the only one that knows about axum.
 
+mod auth;
 mod context;
 mod proxy;
 mod relay;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub fetches: Arc<crate::upstream::FetchCache>,
     /// Guardrail checks' outcomes and latency.
     pub guardrails: Arc<crate::guardrails::Stats>,
+    /// Gateway keys.
+    pub keys: Arc<crate::keys::Store>,
 }
 
 /// Everything a request handler shares.
@@ -56,6 +59,9 @@ pub struct AppState {
     pub guardrails: Arc<crate::guardrails::Stats>,
     /// Parsed `x-portkey-config` headers.
     pub configs: ConfigCache,
+    /// Gateway keys, and whether every request needs one.
+    pub keys: Arc<crate::keys::Store>,
+    pub auth_required: bool,
     pub started: Instant,
 }
 
@@ -65,6 +71,7 @@ impl AppState {
         let upstream = Upstream::new(&config.upstream, config.ssrf.clone())
             .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?
             .sharing(shared.tokens.clone(), shared.fetches.clone());
+        let auth_required = config.auth_required();
         Ok(Self {
             config,
             outbound: Arc::new(upstream.clone()),
@@ -73,6 +80,8 @@ impl AppState {
             targets: shared.targets.clone(),
             guardrails: shared.guardrails.clone(),
             configs: ConfigCache::default(),
+            keys: shared.keys.clone(),
+            auth_required,
             started: Instant::now(),
         })
     }
@@ -113,6 +122,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn(context::request_context))
         .with_state(state)
 }
@@ -127,8 +140,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Loaded plugins with their limits and call counters, and the last load status
-/// of each file in the plugins directory. (Behind admin keys once keys exist;
-/// the gateway listens on loopback by default.)
+/// of each file in the plugins directory. Admin keys only, when
+/// authentication is on ([`auth`]).
 async fn admin_plugins(State(state): State<Arc<AppState>>) -> Response {
     let plugins: Vec<serde_json::Value> =
         state.plugins.list().iter().map(|p| p.summary()).collect();

@@ -1,0 +1,163 @@
+//! Gateway keys: who is calling.
+//!
+//! A key is `slk_` and 43 base64url characters (32 random bytes). It is shown
+//! once, when created or rotated; the store keeps only its SHA-256 (a key is
+//! random, so a fast hash is as strong as a slow one) and its first characters,
+//! to recognise it in a list. Clients send it as `x-portkey-api-key` (or
+//! `x-sluice-api-key`).
+//!
+//! Each key has a role: `admin` (everything), `member` (the proxy routes),
+//! `viewer` (reading: usage and logs). Keys live in the state database
+//! ([`Store`], SQLite); the gateway answers lookups from a snapshot in memory,
+//! reloaded after its own changes and, for changes made by another process
+//! (`sluice keys ...` on the same file), within [`RELOAD_EVERY`].
+//!
+//! This module calls nothing else in the pipeline.
+
+mod store;
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use ring::digest;
+
+pub use store::{RELOAD_EVERY, Store, StoreError};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    /// Whether the proxy routes (`/v1/...`) are open to this role.
+    pub fn may_proxy(self) -> bool {
+        matches!(self, Self::Admin | Self::Member)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(Self::Admin),
+            "member" => Ok(Self::Member),
+            "viewer" => Ok(Self::Viewer),
+            _ => Err(format!(
+                "unknown role `{s}`: expected admin, member or viewer"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key as the store keeps it (never the secret).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KeyRecord {
+    /// Public id, `key_` and 12 hex digits: what the CLI and admin API name.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The key's first characters (`slk_AbCd…`), to recognise it.
+    pub hint: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl KeyRecord {
+    pub fn status(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "a gateway key is required: send it in the `x-portkey-api-key` header (or `x-sluice-api-key`)"
+    )]
+    Missing,
+    #[error("the gateway key is not valid")]
+    Unknown,
+    #[error("the gateway key has been revoked")]
+    Revoked,
+    #[error("the gateway key has expired")]
+    Expired,
+}
+
+impl AuthError {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Missing => "missing_api_key",
+            Self::Unknown => "invalid_api_key",
+            Self::Revoked => "revoked_api_key",
+            Self::Expired => "expired_api_key",
+        }
+    }
+}
+
+/// The caller of an authenticated request, in its extensions.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: std::sync::Arc<KeyRecord>,
+}
+
+/// A new secret: `slk_` and 32 random bytes in base64url.
+pub fn generate() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| StoreError::Random)?;
+    Ok(format!(
+        "slk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// What the store keeps of a secret.
+pub fn hash(secret: &str) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The first characters of a secret, shown in lists.
+pub fn hint(secret: &str) -> String {
+    let head: String = secret.chars().take(12).collect();
+    format!("{head}…")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests;

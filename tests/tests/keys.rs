@@ -1,0 +1,258 @@
+//! Gateway keys end to end: `sluice keys ...` writes the state database, the
+//! running gateway authenticates against it (401 / 403 in OpenAI's shape) and
+//! sees revocations and rotations made by the CLI while it runs.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_tests::gateway::{TempDir, binary};
+use sluice_tests::{Gateway, MockUpstream, client, config_with_mock};
+
+/// Runs `sluice keys ARGS --state DB --json`; returns its JSON output.
+fn keys(db: &Path, args: &[&str]) -> Value {
+    let out = Command::new(binary())
+        .arg("keys")
+        .args(args)
+        .arg("--state")
+        .arg(db)
+        .arg("--json")
+        .output()
+        .expect("run sluice keys");
+    assert!(
+        out.status.success(),
+        "sluice keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// A new key's secret.
+fn create(db: &Path, name: &str, role: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["create", "--name", name, "--role", role];
+    args.extend_from_slice(extra);
+    let out = keys(db, &args);
+    (
+        out["key"]["id"].as_str().expect("id").to_owned(),
+        out["secret"].as_str().expect("secret").to_owned(),
+    )
+}
+
+async fn call(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = client().request(method.parse().expect("method"), gw.at(path));
+    if method == "POST" {
+        req = req.header("content-type", "application/json").body(
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        );
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.expect("send");
+    let status = res.status().as_u16();
+    let body = res.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn code(body: &Value) -> &str {
+    let e = &body["error"];
+    assert!(
+        e["message"].is_string() && e["type"].is_string() && e.get("param").is_some(),
+        "OpenAI's error shape: {body}"
+    );
+    e["code"].as_str().unwrap_or("")
+}
+
+/// Waits (bounded) until a chat with `secret` gets `status`.
+async fn until_status(gw: &Gateway, secret: &str, status: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = call(gw, "POST", "/v1/chat/completions", &chat_headers(secret)).await;
+        if s == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "still {s} after 10 s: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn chat_headers(secret: &str) -> [(&str, &str); 3] {
+    [
+        ("x-portkey-provider", "mock"),
+        ("authorization", "Bearer sk-provider"),
+        ("x-portkey-api-key", secret),
+    ]
+}
+
+#[tokio::test]
+async fn keys_made_by_the_cli_gate_the_running_gateway() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let (admin_id, admin) = create(&db, "ops", "admin", &[]);
+    let (member_id, member) = create(&db, "app", "member", &[]);
+    let (_, viewer) = create(&db, "dash", "viewer", &[]);
+    let (_, expired) = create(&db, "old", "member", &["--expires-in-days", "0"]);
+    let listed = keys(&db, &["list"]);
+    let statuses: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|k| k["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, ["active", "active", "active", "expired"]);
+    assert!(
+        !listed.to_string().contains(&admin[4..]),
+        "list shows no secret"
+    );
+
+    let mock = MockUpstream::start().await.expect("mock");
+    let config = format!(
+        "[auth]\nrequired = true\n[state]\npath = \"{}\"\n",
+        db.display()
+    );
+    let gw = Gateway::start(&config_with_mock(&mock, &config));
+
+    // No key, a wrong key, an expired one: 401, and nothing reaches the upstream.
+    let (s, body) = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-portkey-provider", "mock")],
+    )
+    .await;
+    assert_eq!((s, code(&body)), (401, "missing_api_key"), "{body}");
+    let (s, body) = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &chat_headers("slk_wrong"),
+    )
+    .await;
+    assert_eq!((s, code(&body)), (401, "invalid_api_key"), "{body}");
+    let (s, body) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&expired)).await;
+    assert_eq!((s, code(&body)), (401, "expired_api_key"), "{body}");
+    let (s, body) = call(&gw, "GET", "/v1/models", &[]).await;
+    assert_eq!((s, code(&body)), (401, "missing_api_key"), "{body}");
+    assert!(mock.received().is_empty());
+
+    // A member key proxies; the provider key goes upstream, the gateway key
+    // does not. `x-sluice-api-key` works too.
+    let (s, body) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&member)).await;
+    assert_eq!(s, 200, "{body}");
+    let seen = mock.last().expect("upstream call");
+    assert_eq!(seen.headers["authorization"], "Bearer sk-provider");
+    assert!(
+        !format!("{:?}", seen.headers).contains(&member[4..]),
+        "the gateway key reached the upstream"
+    );
+    let (s, _) = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("x-portkey-provider", "mock"),
+            ("authorization", "Bearer sk-provider"),
+            ("x-sluice-api-key", &member),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // Roles: a viewer may not proxy; only an admin reads /admin and /metrics,
+    // by header or as a bearer token there. /health needs nothing.
+    let (s, body) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&viewer)).await;
+    assert_eq!((s, code(&body)), (403, "forbidden"), "{body}");
+    let (s, body) = call(
+        &gw,
+        "GET",
+        "/admin/plugins",
+        &[("x-portkey-api-key", &member)],
+    )
+    .await;
+    assert_eq!((s, code(&body)), (403, "forbidden"), "{body}");
+    let (s, _) = call(
+        &gw,
+        "GET",
+        "/admin/plugins",
+        &[("x-portkey-api-key", &admin)],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let bearer = format!("Bearer {admin}");
+    let (s, _) = call(&gw, "GET", "/admin/targets", &[("authorization", &bearer)]).await;
+    assert_eq!(s, 200);
+    let res = client()
+        .get(gw.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(res.status().as_u16(), 401);
+    let (s, _) = call(&gw, "GET", "/health", &[]).await;
+    assert_eq!(s, 200);
+
+    // The CLI revokes and rotates while the gateway runs: it follows.
+    keys(&db, &["revoke", &member_id]);
+    let body = until_status(&gw, &member, 401).await;
+    assert_eq!(code(&body), "revoked_api_key");
+    let rotated = keys(&db, &["rotate", &admin_id]);
+    let new_admin = rotated["secret"].as_str().expect("new secret").to_owned();
+    assert_ne!(new_admin, admin);
+    until_status(&gw, &admin, 401).await;
+    until_status(&gw, &new_admin, 200).await;
+
+    // No secret is ever logged.
+    let logs = gw.logs();
+    for secret in [&admin, &new_admin, &member, &viewer, &expired] {
+        assert!(!logs.contains(&secret[4..]), "a key is in the logs");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_command_changes_nothing() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let (id, _) = create(&db, "one", "member", &[]);
+    for args in [
+        vec!["create", "--name", "x", "--role", "root"],
+        vec!["revoke", "key_000000000000"],
+        vec!["rotate", "key_000000000000"],
+    ] {
+        let out = Command::new(binary())
+            .arg("keys")
+            .args(&args)
+            .arg("--state")
+            .arg(&db)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!out.stderr.is_empty(), "{args:?} said nothing");
+    }
+    keys(&db, &["revoke", &id]);
+    let out = Command::new(binary())
+        .args(["keys", "rotate", &id, "--state"])
+        .arg(&db)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a revoked key cannot be rotated");
+    let listed = keys(&db, &["list"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["status"], "revoked");
+}
+
+#[tokio::test]
+async fn on_loopback_no_key_is_needed_by_default() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start(&config_with_mock(&mock, ""));
+    let (s, body) = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("x-portkey-provider", "mock"),
+            ("x-portkey-api-key", "pk-portkey-cloud-key"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "a Portkey client's own key is ignored: {body}");
+}
