@@ -78,16 +78,10 @@ fn date(t: Option<i64>) -> String {
     )
 }
 
-fn json(key: &KeyRecord) -> serde_json::Value {
-    let mut v = serde_json::to_value(key).unwrap_or_default();
-    v["status"] = key.status(sluice::keys::now()).into();
-    v
-}
-
 #[expect(clippy::print_stdout, reason = "the command's output")]
 fn show(key: &KeyRecord, as_json: bool, what: &str) {
     if as_json {
-        println!("{}", json(key));
+        println!("{}", key.to_json());
     } else {
         println!("{what} {} ({}, `{}`)", key.id, key.role, key.name);
     }
@@ -98,7 +92,7 @@ fn show_secret(key: &KeyRecord, secret: &str, as_json: bool, what: &str) {
     if as_json {
         println!(
             "{}",
-            serde_json::json!({"key": json(key), "secret": secret})
+            serde_json::json!({"key": key.to_json(), "secret": secret})
         );
     } else {
         println!("{what} {} ({}, `{}`)", key.id, key.role, key.name);
@@ -110,7 +104,7 @@ fn show_secret(key: &KeyRecord, secret: &str, as_json: bool, what: &str) {
 #[expect(clippy::print_stdout, reason = "the command's output")]
 fn list(keys: &[KeyRecord], as_json: bool) {
     if as_json {
-        let all: Vec<_> = keys.iter().map(json).collect();
+        let all: Vec<_> = keys.iter().map(KeyRecord::to_json).collect();
         println!("{}", serde_json::Value::Array(all));
         return;
     }

@@ -94,6 +94,9 @@ pub enum GatewayError {
     /// No usable gateway key (missing, unknown, revoked, expired).
     #[error(transparent)]
     Unauthenticated(#[from] crate::keys::AuthError),
+    /// The admin API was asked for a gateway key that does not exist.
+    #[error("no gateway key with id `{0}`")]
+    UnknownKey(String),
     /// The gateway key's role does not allow the route.
     #[error("{0}")]
     Forbidden(String),
@@ -128,7 +131,7 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::UnknownKey(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } | Self::UpstreamGarbage { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -199,6 +202,7 @@ impl GatewayError {
             Self::Internal(_) => "internal_error",
             Self::Unauthenticated(e) => e.code(),
             Self::Forbidden(_) => "forbidden",
+            Self::UnknownKey(_) => "key_not_found",
             Self::Plugin(e) => match e {
                 PluginError::Load { .. }
                 | PluginError::Instantiate { .. }

@@ -256,3 +256,169 @@ async fn on_loopback_no_key_is_needed_by_default() {
     .await;
     assert_eq!(s, 200, "a Portkey client's own key is ignored: {body}");
 }
+
+/// An admin API call with `secret`; returns (status, JSON body).
+async fn admin(
+    gw: &Gateway,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut req = client()
+        .request(method.parse().expect("method"), gw.at(path))
+        .header("x-portkey-api-key", secret);
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let res = req.send().await.expect("send");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_admin_api_creates_lists_rotates_and_revokes_keys() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let (_, root) = create(&db, "root", "admin", &[]);
+    let mock = MockUpstream::start().await.expect("mock");
+    let config = format!(
+        "[auth]\nrequired = true\n[state]\npath = \"{}\"\n",
+        db.display()
+    );
+    let gw = Gateway::start(&config_with_mock(&mock, &config));
+
+    let (s, made) = admin(
+        &gw,
+        &root,
+        "POST",
+        "/admin/keys",
+        Some(r#"{"name": "svc", "expires_in_days": 30}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    assert_eq!(
+        (made["key"]["role"].as_str(), made["key"]["status"].as_str()),
+        (Some("member"), Some("active"))
+    );
+    assert!(made["key"]["expires_at"].as_i64().is_some());
+    let id = made["key"]["id"].as_str().expect("id").to_owned();
+    let secret = made["secret"].as_str().expect("secret").to_owned();
+    // Made in this process: usable at once.
+    let (s, body) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&secret)).await;
+    assert_eq!(s, 200, "{body}");
+
+    let (s, listed) = admin(&gw, &root, "GET", "/admin/keys", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(2));
+    assert!(
+        !listed.to_string().contains(&secret[4..]),
+        "a list shows no secret"
+    );
+    let (s, one) = admin(&gw, &root, "GET", &format!("/admin/keys/{id}"), None).await;
+    assert_eq!((s, one["name"].as_str()), (200, Some("svc")));
+
+    // Bad input: the right 4xx, and no key is made.
+    for (body, want) in [
+        ("not json", "malformed_body"),
+        (r#"{"name": "x", "admin": true}"#, "malformed_body"),
+        (r#"{"role": "member"}"#, "malformed_body"),
+        (r#"{"name": "x", "role": "root"}"#, "invalid_request"),
+        (r#"{"name": "  "}"#, "invalid_request"),
+        (r#"{"name": "x", "expires_in_days": -1}"#, "malformed_body"),
+    ] {
+        let (s, err) = admin(&gw, &root, "POST", "/admin/keys", Some(body)).await;
+        assert_eq!((s, code(&err)), (400, want), "{body}: {err}");
+    }
+    let (s, err) = admin(
+        &gw,
+        &secret,
+        "POST",
+        "/admin/keys",
+        Some(r#"{"name": "sneaky", "role": "admin"}"#),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&err)),
+        (403, "forbidden"),
+        "a member cannot make keys"
+    );
+    for path in [
+        "/admin/keys/key_000000000000",
+        "/admin/keys/key_000000000000/revoke",
+    ] {
+        let method = if path.ends_with("revoke") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (s, err) = admin(&gw, &root, method, path, None).await;
+        assert_eq!((s, code(&err)), (404, "key_not_found"), "{path}");
+    }
+    let (_, listed) = admin(&gw, &root, "GET", "/admin/keys", None).await;
+    assert_eq!(
+        listed["keys"].as_array().map(Vec::len),
+        Some(2),
+        "bad input made a key"
+    );
+
+    // Rotation and revocation apply at once in the gateway that made them.
+    let (s, rotated) = admin(
+        &gw,
+        &root,
+        "POST",
+        &format!("/admin/keys/{id}/rotate"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().expect("secret").to_owned();
+    let (s, _) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&secret)).await;
+    assert_eq!(s, 401, "the old secret stopped working");
+    let (s, _) = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &chat_headers(&new_secret),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, revoked) = admin(
+        &gw,
+        &root,
+        "POST",
+        &format!("/admin/keys/{id}/revoke"),
+        None,
+    )
+    .await;
+    assert_eq!((s, revoked["status"].as_str()), (200, Some("revoked")));
+    let (s, body) = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &chat_headers(&new_secret),
+    )
+    .await;
+    assert_eq!((s, code(&body)), (401, "revoked_api_key"));
+    let (s, err) = admin(
+        &gw,
+        &root,
+        "POST",
+        &format!("/admin/keys/{id}/rotate"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, code(&err)),
+        (400, "invalid_request"),
+        "a revoked key is not rotated"
+    );
+    let logs = gw.logs();
+    assert!(
+        ![&root, &secret, &new_secret]
+            .iter()
+            .any(|k| logs.contains(&k[4..]))
+    );
+}

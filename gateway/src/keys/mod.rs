@@ -84,6 +84,13 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// The record as the CLI and the admin API show it, with its status.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["status"] = self.status(now()).into();
+        v
+    }
+
     pub fn status(&self, now: i64) -> &'static str {
         if self.revoked_at.is_some() {
             "revoked"

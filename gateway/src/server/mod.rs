@@ -4,6 +4,7 @@
 //! The order of stages for a proxied request is fixed in [`proxy`]; this module
 //! may call every other stage and is the only one that knows about axum.
 
+mod admin_keys;
 mod auth;
 mod context;
 mod proxy;
@@ -94,6 +95,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/admin/plugins", get(admin_plugins))
         .route("/admin/targets", get(admin_targets))
+        .route(
+            "/admin/keys",
+            get(admin_keys::list).post(admin_keys::create),
+        )
+        .route("/admin/keys/{id}", get(admin_keys::get))
+        .route("/admin/keys/{id}/revoke", post(admin_keys::revoke))
+        .route("/admin/keys/{id}/rotate", post(admin_keys::rotate))
         .route("/metrics", get(metrics))
         .route("/v1/chat/completions", post_route(Endpoint::Chat))
         .route("/v1/completions", post_route(Endpoint::Completions))
