@@ -28,6 +28,7 @@ fn mapping(c: &mut Criterion) {
     let config = ServerConfig::defaults().expect("defaults");
     let cache = routing::ConfigCache::default();
     let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
+    let vkeys = sluice::keys::VirtualKeys::none().expect("no virtual keys");
     let no_cache = || routing::ConfigCache::default();
     let plain = headers(&[
         ("x-portkey-provider", "openai"),
@@ -39,13 +40,21 @@ fn mapping(c: &mut Criterion) {
     )]);
 
     c.bench_function("plan/headers", |b| {
-        b.iter(|| routing::plan(&config, &cache, &plugins, black_box(&plain)))
+        b.iter(|| routing::plan(&config, &cache, &plugins, &vkeys, black_box(&plain)))
     });
     c.bench_function("plan/config_header_cold", |b| {
-        b.iter(|| routing::plan(&config, &no_cache(), &plugins, black_box(&with_config)))
+        b.iter(|| {
+            routing::plan(
+                &config,
+                &no_cache(),
+                &plugins,
+                &vkeys,
+                black_box(&with_config),
+            )
+        })
     });
     c.bench_function("plan/config_header_cached", |b| {
-        b.iter(|| routing::plan(&config, &cache, &plugins, black_box(&with_config)))
+        b.iter(|| routing::plan(&config, &cache, &plugins, &vkeys, black_box(&with_config)))
     });
     c.bench_function("body/peek_1kb", |b| {
         b.iter(|| body::peek(black_box(BODY)).map(|p| p.stream))
@@ -60,11 +69,11 @@ fn mapping(c: &mut Criterion) {
         })
     });
 
-    let openai = routing::plan(&config, &cache, &plugins, &plain)
-        .and_then(|p| p.first_target(&config, &plugins, &plain))
+    let openai = routing::plan(&config, &cache, &plugins, &vkeys, &plain)
+        .and_then(|p| p.first_target(&config, &plugins, &vkeys, &plain))
         .expect("plan");
-    let azure = routing::plan(&config, &cache, &plugins, &with_config)
-        .and_then(|p| p.first_target(&config, &plugins, &with_config))
+    let azure = routing::plan(&config, &cache, &plugins, &vkeys, &with_config)
+        .and_then(|p| p.first_target(&config, &plugins, &vkeys, &with_config))
         .expect("plan");
     for (name, target) in [("build/openai", openai), ("build/azure", azure)] {
         c.bench_function(name, |b| {
@@ -116,6 +125,7 @@ fn engine(c: &mut Criterion) {
     let config = ServerConfig::defaults().expect("defaults");
     let cache = routing::ConfigCache::default();
     let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
+    let vkeys = sluice::keys::VirtualKeys::none().expect("no virtual keys");
     let targets = routing::Targets::default();
     let metadata = serde_json::Map::new();
     let leaf = |w: u32| format!(r#"{{"provider":"openai","weight":{w}}}"#);
@@ -156,10 +166,11 @@ fn engine(c: &mut Criterion) {
     for (name, h) in cases {
         c.bench_function(name, |b| {
             b.iter(|| {
-                let plan = routing::plan(&config, &cache, &plugins, &h).expect("plan");
+                let plan = routing::plan(&config, &cache, &plugins, &vkeys, &h).expect("plan");
                 let engine = routing::Engine::new(
                     &config,
                     &plugins,
+                    &vkeys,
                     &targets,
                     &h,
                     &plan.label,
@@ -185,6 +196,7 @@ fn native(c: &mut Criterion) {
     let config = ServerConfig::defaults().expect("defaults");
     let cache = routing::ConfigCache::default();
     let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
+    let vkeys = sluice::keys::VirtualKeys::none().expect("no virtual keys");
     let none = HeaderMap::new();
     let cases = [
         (
@@ -204,8 +216,8 @@ fn native(c: &mut Criterion) {
     ];
     for (name, target) in cases {
         let h = headers(&[("x-portkey-config", target)]);
-        let target = routing::plan(&config, &cache, &plugins, &h)
-            .and_then(|p| p.first_target(&config, &plugins, &h))
+        let target = routing::plan(&config, &cache, &plugins, &vkeys, &h)
+            .and_then(|p| p.first_target(&config, &plugins, &vkeys, &h))
             .expect("plan");
         c.bench_function(name, |b| {
             b.iter(|| {
@@ -237,8 +249,8 @@ fn native(c: &mut Criterion) {
             &account.to_string(),
         ),
     ]);
-    let target = routing::plan(&config, &cache, &plugins, &h)
-        .and_then(|p| p.first_target(&config, &plugins, &h))
+    let target = routing::plan(&config, &cache, &plugins, &vkeys, &h)
+        .and_then(|p| p.first_target(&config, &plugins, &vkeys, &h))
         .expect("plan");
     let source = || {
         let call = target.call(

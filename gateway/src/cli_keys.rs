@@ -1,16 +1,19 @@
-//! `sluice keys ...`: create, list, revoke and rotate gateway keys in the
-//! state database a server config names (or `--state PATH`). A running
-//! gateway on the same file sees the change within a second.
+//! `sluice keys ...` and `sluice virtual-keys ...`: create, list, revoke and
+//! rotate gateway keys and virtual keys in the state database a server config
+//! names (or `--state PATH`). A running gateway on the same file sees the
+//! change within a second.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use sluice::config::ServerConfig;
-use sluice::keys::{KeyRecord, Role, Store};
+use sluice::keys::{KeyRecord, MasterKey, Role, Store, VirtualKeyInfo, VirtualKeys};
+use sluice::state::Db;
 
-use super::KeysCommand;
+use super::{KeysCommand, VirtualKeysCommand};
 
 /// Where the state database is: `--state`, else the config's `[state] path`.
 #[derive(clap::Args)]
@@ -27,21 +30,112 @@ pub struct StateArgs {
 }
 
 impl StateArgs {
+    /// The server config the arguments name (the defaults without one).
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        match &self.config {
+            Some(path) => {
+                ServerConfig::load(path).map_err(|p| anyhow::anyhow!("invalid config: {p}"))
+            }
+            None => ServerConfig::defaults().map_err(|p| anyhow::anyhow!("{p}")),
+        }
+    }
+
+    fn db(&self) -> anyhow::Result<(Arc<Db>, ServerConfig)> {
+        let config = self.config()?;
+        let path = self
+            .state
+            .clone()
+            .unwrap_or_else(|| config.state_path.clone());
+        let db = Db::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok((Arc::new(db), config))
+    }
+
     fn open(&self) -> anyhow::Result<Store> {
-        let path = match (&self.state, &self.config) {
-            (Some(path), _) => path.clone(),
-            (None, Some(config)) => {
-                ServerConfig::load(config)
-                    .map_err(|p| anyhow::anyhow!("invalid config: {p}"))?
-                    .state_path
-            }
-            (None, None) => {
-                ServerConfig::defaults()
-                    .map_err(|p| anyhow::anyhow!("{p}"))?
-                    .state_path
-            }
-        };
-        Store::open(&path).with_context(|| format!("cannot open {}", path.display()))
+        Ok(Store::new(self.db()?.0)?)
+    }
+
+    fn open_virtual(&self) -> anyhow::Result<(VirtualKeys, ServerConfig)> {
+        let (db, config) = self.db()?;
+        let master = MasterKey::from_env_or_file(config.master_key_file.as_deref())?;
+        Ok((VirtualKeys::new(db, master)?, config))
+    }
+}
+
+/// A provider key from stdin (never an argument: those reach shell history and
+/// `ps`).
+fn secret_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the provider key from stdin")?;
+    let secret = line.trim().to_owned();
+    anyhow::ensure!(!secret.is_empty(), "give the provider key on stdin");
+    Ok(secret)
+}
+
+pub fn virtual_keys(command: VirtualKeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        VirtualKeysCommand::Create { name, provider, at } => {
+            let (vkeys, config) = at.open_virtual()?;
+            let known = config.providers.contains(&provider)
+                || sluice::plugins::builtin::BUILTINS
+                    .iter()
+                    .any(|(n, _)| *n == provider)
+                || config
+                    .plugins_dir
+                    .join(format!("{provider}.wasm"))
+                    .is_file();
+            anyhow::ensure!(
+                known,
+                "unknown provider `{provider}`: see the provider list in README.md"
+            );
+            let info = vkeys.create(&name, &provider, &secret_from_stdin()?)?;
+            show_virtual(&info, at.json, "created");
+        }
+        VirtualKeysCommand::List { at } => {
+            let all = at.open_virtual()?.0.list()?;
+            list_virtual(&all, at.json);
+        }
+        VirtualKeysCommand::Rotate { name, at } => {
+            let info = at.open_virtual()?.0.rotate(&name, &secret_from_stdin()?)?;
+            show_virtual(&info, at.json, "rotated");
+        }
+        VirtualKeysCommand::Revoke { name, at } => {
+            let info = at.open_virtual()?.0.revoke(&name)?;
+            show_virtual(&info, at.json, "revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[expect(clippy::print_stdout, reason = "the command's output")]
+fn show_virtual(info: &VirtualKeyInfo, as_json: bool, what: &str) {
+    if as_json {
+        println!("{}", serde_json::to_value(info).unwrap_or_default());
+    } else {
+        println!("{what} virtual key `{}` ({})", info.name, info.provider);
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the command's output")]
+fn list_virtual(all: &[VirtualKeyInfo], as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_value(all).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<24}  {:<16}  {:<7}  {:<29}  UPDATED",
+        "NAME", "PROVIDER", "STATUS", "CREATED"
+    );
+    for k in all {
+        println!(
+            "{:<24}  {:<16}  {:<7}  {:<29}  {}",
+            k.name,
+            k.provider,
+            k.status,
+            date(Some(k.created_at)),
+            date(Some(k.updated_at))
+        );
     }
 }
 

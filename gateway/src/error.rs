@@ -94,6 +94,9 @@ pub enum GatewayError {
     /// No usable gateway key (missing, unknown, revoked, expired).
     #[error(transparent)]
     Unauthenticated(#[from] crate::keys::AuthError),
+    /// A virtual key that cannot be used (unknown, revoked, not decryptable).
+    #[error(transparent)]
+    VirtualKey(#[from] crate::keys::VirtualKeyError),
     /// The admin API was asked for a gateway key that does not exist.
     #[error("no gateway key with id `{0}`")]
     UnknownKey(String),
@@ -130,6 +133,10 @@ impl GatewayError {
             | Self::HostRefused(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::VirtualKey(crate::keys::VirtualKeyError::Sealed(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::VirtualKey(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } | Self::UnknownKey(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -203,6 +210,11 @@ impl GatewayError {
             Self::Unauthenticated(e) => e.code(),
             Self::Forbidden(_) => "forbidden",
             Self::UnknownKey(_) => "key_not_found",
+            Self::VirtualKey(e) => match e {
+                crate::keys::VirtualKeyError::Unknown(_) => "invalid_virtual_key",
+                crate::keys::VirtualKeyError::Revoked(_) => "revoked_virtual_key",
+                crate::keys::VirtualKeyError::Sealed(_) => "virtual_key_sealed",
+            },
             Self::Plugin(e) => match e {
                 PluginError::Load { .. }
                 | PluginError::Instantiate { .. }

@@ -60,6 +60,43 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage virtual keys: provider keys stored encrypted, named by clients.
+    VirtualKeys {
+        #[command(subcommand)]
+        command: VirtualKeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VirtualKeysCommand {
+    /// Store a provider key (read from stdin) under a name.
+    Create {
+        /// What clients send in `x-portkey-virtual-key` (or a config's `virtual_key`).
+        #[arg(long)]
+        name: String,
+        /// The provider it is a key for.
+        #[arg(long)]
+        provider: String,
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
+    /// List virtual keys: name, provider, status, dates (never the secret).
+    List {
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
+    /// Replace a virtual key's provider key (read from stdin); clients need no change.
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
+    /// Revoke a virtual key: requests naming it get 401.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        at: cli_keys::StateArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +202,7 @@ fn main() -> ExitCode {
         } => Ok(check(&file)),
         Command::Plugins { command } => cli::plugins(command),
         Command::Keys { command } => cli_keys::keys(command),
+        Command::VirtualKeys { command } => cli_keys::virtual_keys(command),
     };
     match result {
         Ok(code) => code,
@@ -251,7 +289,7 @@ fn serve(
         anyhow::bail!("invalid config:\n  {}", problems.join("\n  "));
     }
     let _watcher = sluice::plugins::host::watch(&config.plugins, &plugins);
-    let keys = open_keys(&config)?;
+    let (keys, vkeys) = open_keys(&config)?;
 
     let addr = SocketAddr::new(config.host, config.port);
     let workers = match config.workers {
@@ -277,6 +315,7 @@ fn serve(
         fetches: Arc::default(),
         guardrails: Arc::default(),
         keys,
+        vkeys,
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");
@@ -298,20 +337,25 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the state database's keys, keeps them fresh for changes another
-/// process makes (`sluice keys ...`), and says at start-up how requests are
-/// authenticated.
-fn open_keys(config: &ServerConfig) -> anyhow::Result<Arc<sluice::keys::Store>> {
-    let keys = Arc::new(sluice::keys::Store::open(&config.state_path)?);
-    let weak = Arc::downgrade(&keys);
+/// Opens the state database's gateway and virtual keys, keeps them fresh for
+/// changes another process makes (`sluice keys ...`), and says at start-up how
+/// requests are authenticated.
+fn open_keys(
+    config: &ServerConfig,
+) -> anyhow::Result<(Arc<sluice::keys::Store>, Arc<sluice::keys::VirtualKeys>)> {
+    let db = Arc::new(sluice::state::Db::open(&config.state_path)?);
+    let keys = Arc::new(sluice::keys::Store::new(db.clone())?);
+    let master = sluice::keys::MasterKey::from_env_or_file(config.master_key_file.as_deref())?;
+    let vkeys = Arc::new(sluice::keys::VirtualKeys::new(db, master)?);
+    let (weak_keys, weak_vkeys) = (Arc::downgrade(&keys), Arc::downgrade(&vkeys));
     std::thread::Builder::new()
         .name("sluice-keys".into())
         .spawn(move || {
-            while let Some(keys) = weak.upgrade() {
-                if let Err(e) = keys.refresh() {
-                    tracing::warn!(error = %e, "cannot re-read the gateway keys");
+            while let (Some(keys), Some(vkeys)) = (weak_keys.upgrade(), weak_vkeys.upgrade()) {
+                if let Err(e) = keys.refresh().and_then(|()| vkeys.refresh()) {
+                    tracing::warn!(error = %e, "cannot re-read the keys");
                 }
-                drop(keys);
+                drop((keys, vkeys));
                 std::thread::sleep(sluice::keys::RELOAD_EVERY);
             }
         })
@@ -328,5 +372,5 @@ fn open_keys(config: &ServerConfig) -> anyhow::Result<Arc<sluice::keys::Store>> 
         ),
         _ => {}
     }
-    Ok(keys)
+    Ok((keys, vkeys))
 }

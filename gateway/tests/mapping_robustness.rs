@@ -86,6 +86,7 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
     let config = ServerConfig::defaults().expect("defaults");
     let cache = ConfigCache::default();
     let plugins = sluice::plugins::Registry::without_plugins().expect("registry");
+    let vkeys = sluice::keys::VirtualKeys::none().expect("no virtual keys");
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let mut accepted = 0;
     for round in 0..20_000 {
@@ -120,8 +121,8 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
         }
         let _ = routing::headers_metadata(&headers)
             .map_err(|e| assert!(e.status().is_client_error(), "{e}"));
-        match routing::plan(&config, &cache, &plugins, &headers)
-            .and_then(|p| p.first_target(&config, &plugins, &headers))
+        match routing::plan(&config, &cache, &plugins, &vkeys, &headers)
+            .and_then(|p| p.first_target(&config, &plugins, &vkeys, &headers))
         {
             Err(e) => assert!(e.status().is_client_error(), "round {round}: {e}"),
             Ok(target) => {

@@ -83,6 +83,7 @@ impl Gateway {
             .env_remove("RUST_LOG")
             .env_remove("SLUICE_LOG")
             .env_remove("SLUICE_LOG_FORMAT")
+            .env_remove("SLUICE_MASTER_KEY")
             // Compiled plugins are cached between test runs, as the gateway
             // caches them between restarts.
             .env("SLUICE_CACHE_DIR", cache_dir())

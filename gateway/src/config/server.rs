@@ -30,7 +30,8 @@
 //!                                  # the server listens beyond loopback, off on loopback
 //!
 //! [state]
-//! path = "sluice.db"               # SQLite: gateway keys (relative to this file)
+//! path = "sluice.db"               # SQLite: gateway and virtual keys (relative to this file)
+//! master_key_file = "master.key"   # seals virtual keys; env SLUICE_MASTER_KEY wins
 //!
 //! [plugins]                      # see config/plugins.rs: cache, watch, limits
 //! watch = true
@@ -128,8 +129,11 @@ pub struct ServerConfig {
     /// `[auth] required`; when unset, [`ServerConfig::auth_required`] decides
     /// by the address the server listens on.
     pub auth: Option<bool>,
-    /// The state database (SQLite): gateway keys.
+    /// The state database (SQLite): gateway keys, virtual keys.
     pub state_path: PathBuf,
+    /// `[state] master_key_file`: the key that seals virtual keys
+    /// (`SLUICE_MASTER_KEY` wins).
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -147,6 +151,7 @@ impl ServerConfig {
         // together.
         if let Some(dir) = path.parent() {
             config.state_path = dir.join(&config.state_path);
+            config.master_key_file = config.master_key_file.map(|f| dir.join(f));
         }
         Ok(config)
     }
@@ -285,9 +290,11 @@ impl ServerConfig {
             auth = s.bool(&mut p, "required");
         }
         let mut state_path = PathBuf::from("sluice.db");
+        let mut master_key_file = None;
         if let Some(s) = section(&mut p, "state") {
-            s.deny_unknown(&mut p, &["path"], |_| false);
+            s.deny_unknown(&mut p, &["path", "master_key_file"], |_| false);
             state_path = s.str(&mut p, "path").map_or(state_path, PathBuf::from);
+            master_key_file = s.str(&mut p, "master_key_file").map(PathBuf::from);
         }
 
         let mut ssrf = SsrfPolicy::default();
@@ -418,6 +425,7 @@ impl ServerConfig {
             default_config,
             auth,
             state_path,
+            master_key_file,
         })
     }
 }

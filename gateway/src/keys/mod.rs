@@ -15,6 +15,7 @@
 //! This module calls nothing else in the pipeline.
 
 mod store;
+mod virtual_keys;
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use base64::Engine;
 use ring::digest;
 
 pub use store::{RELOAD_EVERY, Store, StoreError};
+pub use virtual_keys::{MasterKey, Resolved, VirtualKeyError, VirtualKeyInfo, VirtualKeys};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -104,3 +104,126 @@ fn roles_parse_and_gate_the_proxy() {
     assert!("root".parse::<Role>().is_err());
     assert!(Role::Admin.may_proxy() && Role::Member.may_proxy() && !Role::Viewer.may_proxy());
 }
+
+const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+const OTHER: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+fn vkeys(path: &std::path::Path, master: Option<&str>) -> VirtualKeys {
+    let db = std::sync::Arc::new(crate::state::Db::open(path).expect("db"));
+    let master = master.map(|m| MasterKey::from_base64(m).expect("master"));
+    VirtualKeys::new(db, master).expect("virtual keys")
+}
+
+#[test]
+fn a_virtual_key_is_sealed_at_rest_and_resolves_to_its_provider_and_secret() {
+    let path = temp_db("vk");
+    let vk = vkeys(&path, Some(MASTER));
+    let info = vk
+        .create("openai-prod", "openai", "sk-live-abcdef123456")
+        .expect("create");
+    assert_eq!((info.provider.as_str(), info.status), ("openai", "active"));
+    let r = vk.resolve("openai-prod").expect("resolve");
+    assert_eq!(
+        (r.provider.as_str(), r.secret.expose()),
+        ("openai", "sk-live-abcdef123456")
+    );
+    assert_eq!(
+        vk.resolve("nope").err(),
+        Some(VirtualKeyError::Unknown("nope".into()))
+    );
+    assert!(
+        matches!(
+            vk.create("openai-prod", "openai", "sk-2"),
+            Err(StoreError::Invalid(_))
+        ),
+        "names are unique"
+    );
+    assert!(matches!(
+        vk.create("bad name", "openai", "sk"),
+        Err(StoreError::Invalid(_))
+    ));
+
+    // Rotating changes the secret behind the same name.
+    vk.rotate("openai-prod", "sk-live-rotated").expect("rotate");
+    assert_eq!(
+        vk.resolve("openai-prod").expect("resolve").secret.expose(),
+        "sk-live-rotated"
+    );
+    drop(vk);
+    let mut bytes = std::fs::read(&path).expect("db");
+    bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+    for plain in ["sk-live-abcdef123456", "sk-live-rotated"] {
+        assert!(
+            !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+            "{plain} is in the file"
+        );
+    }
+
+    // Another master key, or none, cannot open it; creating needs one.
+    let wrong = vkeys(&path, Some(OTHER));
+    assert_eq!(
+        wrong.resolve("openai-prod").err(),
+        Some(VirtualKeyError::Sealed("openai-prod".into()))
+    );
+    let none = vkeys(&path, None);
+    assert_eq!(
+        none.resolve("openai-prod").err(),
+        Some(VirtualKeyError::Sealed("openai-prod".into()))
+    );
+    assert!(matches!(
+        none.create("x", "openai", "sk"),
+        Err(StoreError::NoMasterKey)
+    ));
+
+    let vk = vkeys(&path, Some(MASTER));
+    vk.revoke("openai-prod").expect("revoke");
+    assert_eq!(
+        vk.resolve("openai-prod").err(),
+        Some(VirtualKeyError::Revoked("openai-prod".into()))
+    );
+    assert!(matches!(
+        vk.rotate("openai-prod", "sk-3"),
+        Err(StoreError::Revoked(_))
+    ));
+    assert!(matches!(
+        vk.revoke("missing"),
+        Err(StoreError::NoSuchKey(_))
+    ));
+}
+
+#[test]
+fn a_sealed_secret_moved_to_another_name_does_not_open() {
+    let path = temp_db("vk-swap");
+    let vk = vkeys(&path, Some(MASTER));
+    vk.create("a", "openai", "sk-a").expect("a");
+    vk.create("b", "anthropic", "sk-b").expect("b");
+    let db = crate::state::Db::open(&path).expect("db");
+    db.with(|c| {
+        c.execute(
+            "UPDATE virtual_keys SET (nonce, secret) = (SELECT nonce, secret FROM virtual_keys WHERE name = 'a') WHERE name = 'b'",
+            [],
+        )
+    })
+    .expect("swap");
+    vk.refresh().expect("refresh");
+    assert_eq!(
+        vk.resolve("b").err(),
+        Some(VirtualKeyError::Sealed("b".into()))
+    );
+    assert_eq!(vk.resolve("a").expect("a").secret.expose(), "sk-a");
+}
+
+#[test]
+fn a_master_key_is_32_bytes_of_base64() {
+    assert!(MasterKey::from_base64(MASTER).is_ok());
+    assert!(
+        MasterKey::from_base64(" MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\n").is_ok(),
+        "unpadded, spaces"
+    );
+    for bad in ["", "c2hvcnQ=", "not base64 at all!"] {
+        assert!(
+            matches!(MasterKey::from_base64(bad), Err(StoreError::Invalid(_))),
+            "{bad}"
+        );
+    }
+}

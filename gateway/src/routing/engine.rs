@@ -46,6 +46,7 @@ use crate::GatewayError;
 use crate::config::query::Facts;
 use crate::config::routing::{Node, Retry, Strategy};
 use crate::config::{RoutingConfig, ServerConfig};
+use crate::keys::VirtualKeys;
 use crate::plugins::{self, Kind, RouteCandidate};
 use crate::providers::Endpoint;
 
@@ -208,6 +209,7 @@ impl<B> Tried<B> {
 pub struct Engine<'a, A> {
     pub server: &'a ServerConfig,
     pub plugins: &'a plugins::Registry,
+    pub vkeys: &'a VirtualKeys,
     pub targets: &'a Targets,
     pub headers: &'a HeaderMap,
     pub label: &'a ConfigLabel,
@@ -233,6 +235,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
     pub fn new(
         server: &'a ServerConfig,
         plugins: &'a plugins::Registry,
+        vkeys: &'a VirtualKeys,
         targets: &'a Targets,
         headers: &'a HeaderMap,
         label: &'a ConfigLabel,
@@ -247,6 +250,7 @@ impl<'a, A: Attempts> Engine<'a, A> {
         Self {
             server,
             plugins,
+            vkeys,
             targets,
             headers,
             label,
@@ -524,7 +528,8 @@ impl<'a, A: Attempts> Engine<'a, A> {
     }
 
     async fn leaf(&self, node: &Node, path: String) -> Tried<A::Body> {
-        let target = match resolve_target(self.server, self.plugins, self.headers, node) {
+        let target = match resolve_target(self.server, self.plugins, self.vkeys, self.headers, node)
+        {
             Ok(t) => t,
             Err(e) => {
                 let provider = node.target.provider.clone().unwrap_or_default();

@@ -142,9 +142,11 @@ impl Run {
     async fn go(&self, config: &str, script: &Script, body: &str) -> Tried<()> {
         let config = parse_json(config, &|s| self.server.providers.contains(s)).expect("config");
         let label = ConfigLabel::Named("test".into());
+        let vkeys = crate::keys::VirtualKeys::none().expect("no virtual keys");
         let engine = Engine::new(
             &self.server,
             &self.plugins,
+            &vkeys,
             &self.targets,
             &self.headers,
             &label,

@@ -24,6 +24,8 @@ pub enum PortkeyHeader {
     StrictOpenAiCompliance,
     /// The gateway key.
     ApiKey,
+    /// A virtual key's name.
+    VirtualKey,
 }
 
 impl PortkeyHeader {
@@ -45,8 +47,10 @@ impl PortkeyHeader {
             "x-sluice-strict-open-ai-compliance",
         );
         static API_KEY: [HeaderName; 2] = pair("x-portkey-api-key", "x-sluice-api-key");
+        static VIRTUAL_KEY: [HeaderName; 2] = pair("x-portkey-virtual-key", "x-sluice-virtual-key");
         match self {
             Self::ApiKey => &API_KEY,
+            Self::VirtualKey => &VIRTUAL_KEY,
             Self::Provider => &PROVIDER,
             Self::Config => &CONFIG,
             Self::CustomHost => &CUSTOM_HOST,

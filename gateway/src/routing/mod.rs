@@ -31,6 +31,7 @@ pub use targets::{BreakerSettings, InFlight, TargetHealth, Targets};
 use crate::GatewayError;
 use crate::config::routing::{Inherited, Node, Retry};
 use crate::config::{RoutingConfig, Secret, ServerConfig, routing};
+use crate::keys::VirtualKeys;
 use crate::plugins;
 use crate::providers::{Call, Endpoint, Provider, WasmProvider};
 
@@ -152,13 +153,14 @@ impl Plan {
         &self,
         config: &ServerConfig,
         plugins: &plugins::Registry,
+        vkeys: &VirtualKeys,
         headers: &HeaderMap,
     ) -> Result<Target, GatewayError> {
         let mut node = &self.config.root;
         while let Some(first) = node.targets.first() {
             node = first;
         }
-        resolve_target(config, plugins, headers, node)
+        resolve_target(config, plugins, vkeys, headers, node)
     }
 }
 
@@ -167,6 +169,7 @@ pub fn plan(
     config: &ServerConfig,
     cache: &ConfigCache,
     plugins: &plugins::Registry,
+    vkeys: &VirtualKeys,
     headers: &HeaderMap,
 ) -> Result<Plan, GatewayError> {
     if let Some(text) = header_str(headers, PortkeyHeader::Config)? {
@@ -180,7 +183,7 @@ pub fn plan(
             label: ConfigLabel::Named(name.clone()),
         });
     }
-    plan_headers(config, plugins, headers)
+    plan_headers(config, plugins, vkeys, headers)
 }
 
 fn config_from_header(
@@ -236,13 +239,19 @@ fn provider(
 fn plan_headers(
     config: &ServerConfig,
     plugins: &plugins::Registry,
+    vkeys: &VirtualKeys,
     headers: &HeaderMap,
 ) -> Result<Plan, GatewayError> {
-    let slug = header_str(headers, PortkeyHeader::Provider)?
-        .ok_or(GatewayError::MissingProvider)?
-        .trim();
+    // A virtual key names its provider; a provider header may name it too.
+    let virtual_key = header_str(headers, PortkeyHeader::VirtualKey)?.map(str::trim);
+    let named = header_str(headers, PortkeyHeader::Provider)?.map(str::trim);
+    let slug = match (named, virtual_key) {
+        (Some(slug), _) => slug.to_owned(),
+        (None, Some(name)) => vkeys.resolve(name)?.provider.clone(),
+        (None, None) => return Err(GatewayError::MissingProvider),
+    };
     // Known? (Answered before the body is read.)
-    provider(config, plugins, slug)?;
+    provider(config, plugins, &slug)?;
     let root = Node {
         strategy: None,
         targets: Vec::new(),
@@ -250,7 +259,8 @@ fn plan_headers(
         weight: 1.0,
         on_status_codes: None,
         target: routing::Target {
-            provider: Some(slug.to_owned()),
+            provider: Some(slug),
+            virtual_key: virtual_key.map(str::to_owned),
             ..routing::Target::default()
         },
         inherit: Inherited {
@@ -281,7 +291,13 @@ fn leaf_api_key<'a>(node: &'a Node, headers: &HeaderMap) -> Option<std::borrow::
 
 /// A leaf's identity for health and breakers, without resolving it.
 pub fn leaf_key(node: &Node, headers: &HeaderMap) -> Option<String> {
-    let provider = node.target.provider.as_deref()?;
+    let t = &node.target;
+    let provider = t.provider.as_deref().or(t.virtual_key.as_deref())?;
+    // A virtual key's secret is not read here: its name stands for it.
+    let key = match &t.virtual_key {
+        Some(name) if t.api_key.is_none() => Some(std::borrow::Cow::Owned(format!("vk:{name}"))),
+        _ => leaf_api_key(node, headers),
+    };
     Some(targets::key(
         provider,
         node.inherit.custom_host.as_deref(),
@@ -289,7 +305,7 @@ pub fn leaf_key(node: &Node, headers: &HeaderMap) -> Option<String> {
             .override_params
             .get("model")
             .and_then(Value::as_str),
-        leaf_api_key(node, headers).as_deref(),
+        key.as_deref(),
     ))
 }
 
@@ -298,16 +314,35 @@ pub fn leaf_key(node: &Node, headers: &HeaderMap) -> Option<String> {
 pub fn resolve_target(
     config: &ServerConfig,
     plugins: &plugins::Registry,
+    vkeys: &VirtualKeys,
     headers: &HeaderMap,
     node: &Node,
 ) -> Result<Target, GatewayError> {
     let t = &node.target;
     let inherited = &node.inherit;
-    let Some(slug) = &t.provider else {
-        return Err(GatewayError::Unsupported(
-            "a target names a virtual key; virtual keys are not configured on this gateway"
-                .to_owned(),
-        ));
+    let virtual_key = t
+        .virtual_key
+        .as_deref()
+        .map(|name| vkeys.resolve(name))
+        .transpose()?;
+    let slug = match (&t.provider, &virtual_key) {
+        (Some(slug), Some(vk)) if *slug != vk.provider => {
+            return Err(GatewayError::invalid(
+                format!(
+                    "virtual key `{}` is for provider `{}`, not `{slug}`",
+                    t.virtual_key.as_deref().unwrap_or_default(),
+                    vk.provider
+                ),
+                Some("virtual_key"),
+            ));
+        }
+        (Some(slug), _) => slug,
+        (None, Some(vk)) => &vk.provider,
+        (None, None) => {
+            return Err(GatewayError::Internal(
+                "a target without a provider or a virtual key passed validation".into(),
+            ));
+        }
     };
     let forward_headers = match &inherited.forward_headers {
         Some(names) => headers::parse_forward_names(names.iter().map(String::as_str))?,
@@ -317,19 +352,14 @@ pub fn resolve_target(
         Some(ms) => Some(Duration::from_millis(ms)),
         None => headers::request_timeout(headers)?,
     };
-    let api_key = match &t.api_key {
-        Some(k) => Some(k.clone()),
-        None => headers::bearer(headers)?,
+    // The config's own key, else the virtual key's, else the client's.
+    let api_key = match (&t.api_key, &virtual_key) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(vk)) => Some(vk.secret.clone()),
+        (None, None) => headers::bearer(headers)?,
     };
-    let key = targets::key(
-        slug,
-        inherited.custom_host.as_deref(),
-        inherited
-            .override_params
-            .get("model")
-            .and_then(Value::as_str),
-        api_key.as_ref().map(Secret::expose),
-    );
+    // The same identity the engine checks circuits by before resolving.
+    let key = leaf_key(node, headers).unwrap_or_else(|| slug.clone());
     Ok(Target {
         provider: provider(config, plugins, slug)?,
         api_key,
@@ -382,8 +412,22 @@ mod tests {
     fn first_target(s: &ServerConfig, pairs: &[(&'static str, &str)]) -> (Plan, Target) {
         let h = headers(pairs);
         let plugins = no_plugins();
-        let plan = plan(s, &ConfigCache::default(), &plugins, &h).expect("plan");
-        let target = plan.first_target(s, &plugins, &h).expect("target");
+        let plan = plan(
+            s,
+            &ConfigCache::default(),
+            &plugins,
+            &VirtualKeys::none().expect("no virtual keys"),
+            &h,
+        )
+        .expect("plan");
+        let target = plan
+            .first_target(
+                s,
+                &plugins,
+                &VirtualKeys::none().expect("no virtual keys"),
+                &h,
+            )
+            .expect("target");
         (plan, target)
     }
 
@@ -440,8 +484,14 @@ mod tests {
             ),
         ];
         for (pairs, code) in cases {
-            let err =
-                plan(&s, &ConfigCache::default(), &no_plugins(), &headers(pairs)).expect_err(code);
+            let err = plan(
+                &s,
+                &ConfigCache::default(),
+                &no_plugins(),
+                &VirtualKeys::none().expect("no virtual keys"),
+                &headers(pairs),
+            )
+            .expect_err(code);
             assert_eq!(err.code(), code, "{pairs:?}: {err}");
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         }
@@ -495,11 +545,17 @@ mod tests {
         let plugins = no_plugins();
         let sole = |cfg: &str| {
             let h = headers(&[("x-portkey-config", cfg)]);
-            plan(&s, &ConfigCache::default(), &plugins, &h)
-                .expect("plan")
-                .sole_provider(&s, &plugins)
-                .expect("provider")
-                .map(|p| p.slug().to_owned())
+            plan(
+                &s,
+                &ConfigCache::default(),
+                &plugins,
+                &VirtualKeys::none().expect("no virtual keys"),
+                &h,
+            )
+            .expect("plan")
+            .sole_provider(&s, &plugins)
+            .expect("provider")
+            .map(|p| p.slug().to_owned())
         };
         assert_eq!(
             sole(r#"{"strategy":{"mode":"single"},"targets":[{"provider":"groq"},{"provider":"openai"}]}"#).as_deref(),

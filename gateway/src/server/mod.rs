@@ -43,6 +43,8 @@ pub struct Shared {
     pub guardrails: Arc<crate::guardrails::Stats>,
     /// Gateway keys.
     pub keys: Arc<crate::keys::Store>,
+    /// Provider credentials, encrypted at rest.
+    pub vkeys: Arc<crate::keys::VirtualKeys>,
 }
 
 /// Everything a request handler shares.
@@ -63,6 +65,7 @@ pub struct AppState {
     /// Gateway keys, and whether every request needs one.
     pub keys: Arc<crate::keys::Store>,
     pub auth_required: bool,
+    pub vkeys: Arc<crate::keys::VirtualKeys>,
     pub started: Instant,
 }
 
@@ -82,6 +85,7 @@ impl AppState {
             guardrails: shared.guardrails.clone(),
             configs: ConfigCache::default(),
             keys: shared.keys.clone(),
+            vkeys: shared.vkeys.clone(),
             auth_required,
             started: Instant::now(),
         })

@@ -138,6 +138,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
         &state.config,
         &state.configs,
         &state.plugins,
+        &state.vkeys,
         &parts.headers,
     )?;
     let metadata = routing::headers_metadata(&parts.headers)?;
@@ -158,6 +159,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     let engine = Engine::new(
         &state.config,
         &state.plugins,
+        &state.vkeys,
         &state.targets,
         &parts.headers,
         &plan.label,

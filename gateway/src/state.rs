@@ -1,0 +1,114 @@
+//! The state database: one SQLite file (`[state] path`) holding gateway keys
+//! and virtual keys. One connection, shared; WAL so the CLI can write while a
+//! gateway reads; the schema migrated forward by `PRAGMA user_version`.
+//!
+//! Stores built on it ([`crate::keys::Store`], [`crate::keys::VirtualKeys`])
+//! keep snapshots in memory and re-read them when [`Db::data_version`] says
+//! another process committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// The schema, by version: each step runs once, in order.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE gateway_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'member', 'viewer')),
+        hash BLOB NOT NULL UNIQUE,
+        hint TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    )",
+    "CREATE TABLE virtual_keys (
+        name TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        nonce BLOB NOT NULL,
+        secret BLOB NOT NULL,
+        master TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    )",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("the state database {path}: {source}")]
+pub struct StateError {
+    path: String,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// The state database.
+pub struct Db {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let err = |source| StateError {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // WAL: readers (the gateway) and a writer (the CLI) do not block each
+        // other; a busy timeout rides out the other's short transactions.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!(
+                "BEGIN; {step}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))
+            .map_err(err)?;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (statements are atomic): the connection is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the connection.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        f(&self.conn()).map_err(|source| StateError {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+
+    /// SQLite's `data_version`: it moves when another connection commits.
+    pub fn data_version(&self) -> Result<i64, StateError> {
+        self.with(|c| c.pragma_query_value(None, "data_version", |r| r.get(0)))
+    }
+}

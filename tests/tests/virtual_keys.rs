@@ -1,0 +1,224 @@
+//! Virtual keys end to end: `sluice virtual-keys` seals a provider key in the
+//! state database; clients name it (`x-portkey-virtual-key`, or `virtual_key`
+//! in a config target) and never hold the secret; rotating it needs no client
+//! change.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_tests::gateway::{TempDir, binary};
+use sluice_tests::{Gateway, MockUpstream, client, config_with_mock};
+
+const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Runs `sluice virtual-keys ARGS --config CONFIG` with `stdin`; returns
+/// (success, stdout, stderr).
+fn vk(config: &Path, master: Option<&str>, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut cmd = Command::new(binary());
+    cmd.arg("virtual-keys")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("SLUICE_MASTER_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(m) = master {
+        cmd.env("SLUICE_MASTER_KEY", m);
+    }
+    let mut child = cmd.spawn().expect("run sluice virtual-keys");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn chat(gw: &Gateway, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = client()
+        .post(gw.at("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        );
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.expect("send");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn code(body: &Value) -> &str {
+    assert!(
+        body["error"]["message"].is_string(),
+        "OpenAI's error shape: {body}"
+    );
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn clients_name_a_virtual_key_and_never_hold_the_provider_secret() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let mock = MockUpstream::start().await.expect("mock");
+    let config_text = config_with_mock(&mock, &format!("[state]\npath = \"{}\"\n", db.display()));
+    let config = dir.path.join("sluice.toml");
+    std::fs::write(&config, &config_text).expect("config");
+
+    // The CLI: a master key is needed, the provider must exist, names are unique.
+    let (ok, _, err) = vk(
+        &config,
+        None,
+        &["create", "--name", "mock-prod", "--provider", "mock"],
+        "sk-up-1\n",
+    );
+    assert!(!ok && err.contains("master key"), "{err}");
+    let (ok, _, err) = vk(
+        &config,
+        Some(MASTER),
+        &["create", "--name", "x", "--provider", "nope"],
+        "sk\n",
+    );
+    assert!(!ok && err.contains("unknown provider"), "{err}");
+    let (ok, out, err) = vk(
+        &config,
+        Some(MASTER),
+        &[
+            "create",
+            "--name",
+            "mock-prod",
+            "--provider",
+            "mock",
+            "--json",
+        ],
+        "sk-up-1\n",
+    );
+    assert!(ok, "{err}");
+    let made: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (made["provider"].as_str(), made["status"].as_str()),
+        (Some("mock"), Some("active"))
+    );
+    assert!(!out.contains("sk-up-1"));
+    let (ok, _, _) = vk(
+        &config,
+        Some(MASTER),
+        &["create", "--name", "mock-prod", "--provider", "mock"],
+        "sk-other\n",
+    );
+    assert!(!ok, "a name is taken once");
+
+    let gw = Gateway::start_with(&config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
+
+    // By header: no provider header, no provider key from the client.
+    let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "mock-prod")]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        mock.last().expect("upstream").headers["authorization"],
+        "Bearer sk-up-1"
+    );
+    // In a config target; a client's bearer token does not replace it.
+    let target = json!({"virtual_key": "mock-prod"}).to_string();
+    let (s, body) = chat(
+        &gw,
+        &[
+            ("x-portkey-config", &target),
+            ("authorization", "Bearer sk-client"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        mock.last().expect("upstream").headers["authorization"],
+        "Bearer sk-up-1"
+    );
+
+    // Bad names: 401 or 400, and nothing reaches the upstream.
+    let before = mock.received().len();
+    let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "missing")]).await;
+    assert_eq!((s, code(&body)), (401, "invalid_virtual_key"), "{body}");
+    let wrong = json!({"provider": "openai", "virtual_key": "mock-prod"}).to_string();
+    let (s, body) = chat(&gw, &[("x-portkey-config", &wrong)]).await;
+    assert_eq!((s, code(&body)), (400, "invalid_request"), "{body}");
+    assert_eq!(mock.received().len(), before);
+
+    // Rotation by the CLI reaches the running gateway; the client is unchanged.
+    let (ok, _, err) = vk(&config, Some(MASTER), &["rotate", "mock-prod"], "sk-up-2\n");
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "mock-prod")]).await;
+        assert_eq!(s, 200, "{body}");
+        if mock.last().expect("upstream").headers["authorization"] == "Bearer sk-up-2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotation was not seen in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, _, _) = vk(&config, Some(MASTER), &["revoke", "mock-prod"], "");
+    assert!(ok);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "mock-prod")]).await;
+        if s == 401 {
+            assert_eq!(code(&body), "revoked_virtual_key");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revocation was not seen in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The secrets are in neither the database nor the logs.
+    let mut bytes = std::fs::read(&db).expect("db");
+    bytes.extend(std::fs::read(db.with_extension("db-wal")).unwrap_or_default());
+    let logs = gw.logs();
+    for secret in ["sk-up-1", "sk-up-2"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the db"
+        );
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
+    let (ok, out, _) = vk(&config, Some(MASTER), &["list", "--json"], "");
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(listed[0]["status"], "revoked");
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_master_key_says_so() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let mock = MockUpstream::start().await.expect("mock");
+    let config_text = config_with_mock(&mock, &format!("[state]\npath = \"{}\"\n", db.display()));
+    let config = dir.path.join("sluice.toml");
+    std::fs::write(&config, &config_text).expect("config");
+    let (ok, _, err) = vk(
+        &config,
+        Some(MASTER),
+        &["create", "--name", "k", "--provider", "mock"],
+        "sk-up\n",
+    );
+    assert!(ok, "{err}");
+    let gw = Gateway::start(&config_text);
+    let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "k")]).await;
+    assert_eq!((s, code(&body)), (500, "virtual_key_sealed"), "{body}");
+    assert!(mock.received().is_empty());
+}
