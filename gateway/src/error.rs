@@ -98,7 +98,7 @@ pub enum GatewayError {
     #[error(transparent)]
     VirtualKey(#[from] crate::keys::VirtualKeyError),
     /// The admin API was asked for a gateway key that does not exist.
-    #[error("no gateway key with id `{0}`")]
+    #[error("no key named `{0}`")]
     UnknownKey(String),
     /// The gateway key's role does not allow the route.
     #[error("{0}")]

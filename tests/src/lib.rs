@@ -44,6 +44,36 @@ pub fn config_with_mock(mock: &MockUpstream, extra: &str) -> String {
     )
 }
 
+/// An admin API call with gateway key `key` (a JSON `body` when given);
+/// returns the status and the JSON answer (`null` when it is not JSON).
+pub async fn admin(
+    gw: &Gateway,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = client()
+        .request(
+            method
+                .parse()
+                .unwrap_or_else(|e| panic!("method {method}: {e}")),
+            gw.at(path),
+        )
+        .header("x-portkey-api-key", key);
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let res = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// A reqwest client for tests: no proxy, bounded time.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_tests::gateway::{TempDir, binary};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock};
+use sluice_tests::{Gateway, MockUpstream, admin, client, config_with_mock};
 
 /// Runs `sluice keys ARGS --state DB --json`; returns its JSON output.
 fn keys(db: &Path, args: &[&str]) -> Value {
@@ -255,27 +255,6 @@ async fn on_loopback_no_key_is_needed_by_default() {
     )
     .await;
     assert_eq!(s, 200, "a Portkey client's own key is ignored: {body}");
-}
-
-/// An admin API call with `secret`; returns (status, JSON body).
-async fn admin(
-    gw: &Gateway,
-    secret: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, Value) {
-    let mut req = client()
-        .request(method.parse().expect("method"), gw.at(path))
-        .header("x-portkey-api-key", secret);
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-    }
-    let res = req.send().await.expect("send");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_tests::gateway::{TempDir, binary};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock};
+use sluice_tests::{Gateway, MockUpstream, admin, client, config_with_mock};
 
 const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -221,4 +221,127 @@ async fn a_gateway_without_the_master_key_says_so() {
     let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "k")]).await;
     assert_eq!((s, code(&body)), (500, "virtual_key_sealed"), "{body}");
     assert!(mock.received().is_empty());
+}
+
+#[tokio::test]
+async fn the_admin_api_manages_virtual_keys_and_never_returns_a_secret() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let mock = MockUpstream::start().await.expect("mock");
+    let config_text = config_with_mock(
+        &mock,
+        &format!(
+            "[auth]\nrequired = true\n[state]\npath = \"{}\"\n",
+            db.display()
+        ),
+    );
+    let make_key = |role: &str| -> String {
+        let out = Command::new(binary())
+            .args([
+                "keys", "create", "--name", role, "--role", role, "--json", "--state",
+            ])
+            .arg(&db)
+            .output()
+            .expect("sluice keys");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["secret"].as_str().expect("secret").to_owned()
+    };
+    let (root, member) = (make_key("admin"), make_key("member"));
+    let gw = Gateway::start_with(&config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
+
+    let (s, made) = admin(
+        &gw,
+        &root,
+        "POST",
+        "/admin/virtual-keys",
+        Some(r#"{"name": "m1", "provider": "mock", "key": "sk-api-1"}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    assert_eq!(made["name"], "m1");
+    assert!(
+        !made.to_string().contains("sk-api-1"),
+        "the secret came back"
+    );
+    let vk_headers = [
+        ("x-portkey-virtual-key", "m1"),
+        ("x-portkey-api-key", member.as_str()),
+    ];
+    let (s, body) = chat(&gw, &vk_headers).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        mock.last().expect("upstream").headers["authorization"],
+        "Bearer sk-api-1"
+    );
+
+    for (body, want) in [
+        (r#"{"name": "m2", "provider": "mock"}"#, "malformed_body"),
+        (
+            r#"{"name": "m2", "provider": "mock", "key": "k", "extra": 1}"#,
+            "malformed_body",
+        ),
+        (
+            r#"{"name": "m2", "provider": "nope", "key": "k"}"#,
+            "unknown_provider",
+        ),
+        (
+            r#"{"name": "bad name", "provider": "mock", "key": "k"}"#,
+            "invalid_request",
+        ),
+        (
+            r#"{"name": "m1", "provider": "mock", "key": "k"}"#,
+            "invalid_request",
+        ),
+        (
+            r#"{"name": "m2", "provider": "mock", "key": ""}"#,
+            "invalid_request",
+        ),
+    ] {
+        let (s, err) = admin(&gw, &root, "POST", "/admin/virtual-keys", Some(body)).await;
+        assert_eq!((s, code(&err)), (400, want), "{body}: {err}");
+    }
+    let (s, err) = admin(
+        &gw,
+        &member,
+        "POST",
+        "/admin/virtual-keys",
+        Some(r#"{"name": "m3", "provider": "mock", "key": "k"}"#),
+    )
+    .await;
+    assert_eq!((s, code(&err)), (403, "forbidden"));
+    let (s, listed) = admin(&gw, &root, "GET", "/admin/virtual-keys", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        listed["virtual_keys"].as_array().map(Vec::len),
+        Some(1),
+        "bad input made a key: {listed}"
+    );
+    assert!(!listed.to_string().contains("sk-api"));
+
+    // Rotation and revocation apply at once here.
+    let (s, _) = admin(
+        &gw,
+        &root,
+        "POST",
+        "/admin/virtual-keys/m1/rotate",
+        Some(r#"{"key": "sk-api-2"}"#),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = chat(&gw, &vk_headers).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        mock.last().expect("upstream").headers["authorization"],
+        "Bearer sk-api-2"
+    );
+    let (s, revoked) = admin(&gw, &root, "POST", "/admin/virtual-keys/m1/revoke", None).await;
+    assert_eq!((s, revoked["status"].as_str()), (200, Some("revoked")));
+    let (s, body) = chat(&gw, &vk_headers).await;
+    assert_eq!((s, code(&body)), (401, "revoked_virtual_key"));
+    let (s, err) = admin(&gw, &root, "GET", "/admin/virtual-keys/none", None).await;
+    assert_eq!((s, code(&err)), (404, "key_not_found"));
+    assert!(
+        !gw.logs().contains("sk-api-"),
+        "a provider key is in the logs"
+    );
 }

@@ -1,10 +1,15 @@
-//! The admin API for gateway keys (admin keys only when authentication is on):
+//! The admin API for gateway keys and virtual keys (admin keys only when
+//! authentication is on):
 //!
 //! - `POST /admin/keys` `{"name", "role"?, "expires_in_days"?}` → 201 with the
 //!   key and its secret (the only time it is shown);
 //! - `GET /admin/keys` → `{"keys": [...]}`; `GET /admin/keys/{id}`;
 //! - `POST /admin/keys/{id}/revoke`; `POST /admin/keys/{id}/rotate` (→ the new
-//!   secret).
+//!   secret);
+//! - `POST /admin/virtual-keys` `{"name", "provider", "key"}` → 201;
+//!   `GET /admin/virtual-keys`, `GET /admin/virtual-keys/{name}`;
+//!   `POST /admin/virtual-keys/{name}/rotate` `{"key"}`;
+//!   `POST /admin/virtual-keys/{name}/revoke`. Provider keys go in, never out.
 //!
 //! SQLite writes wait on the disk, so they run on the blocking pool, never on
 //! a request worker.
@@ -15,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::AppState;
 use crate::GatewayError;
@@ -38,29 +43,41 @@ fn store_error(e: StoreError) -> GatewayError {
         StoreError::Revoked(id) => {
             GatewayError::invalid(format!("key `{id}` is revoked: create a new one"), None)
         }
+        StoreError::Invalid(why) => GatewayError::invalid(why, None),
+        StoreError::NoMasterKey => GatewayError::invalid(StoreError::NoMasterKey.to_string(), None),
         e => GatewayError::Internal(e.to_string()),
     }
 }
 
 /// Runs a store operation on the blocking pool.
-async fn with_store<T: Send + 'static>(
-    state: &AppState,
-    op: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+async fn blocking<S: Send + Sync + 'static, T: Send + 'static>(
+    store: &Arc<S>,
+    op: impl FnOnce(&S) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, GatewayError> {
-    let store = state.keys.clone();
+    let store = store.clone();
     tokio::task::spawn_blocking(move || op(&store))
         .await
         .map_err(|e| GatewayError::Internal(format!("the key store task failed: {e}")))?
         .map_err(store_error)
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+/// A JSON body, or 400 saying what was expected.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], expected: &str) -> Result<T, GatewayError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::MalformedBody(format!("expected {expected}: {e}")))
+}
+
+/// Answers 200 (or `status`) with `value`, or the error.
+fn reply(result: Result<Value, GatewayError>, status: StatusCode) -> Response {
+    match result {
+        Ok(value) => (status, axum::Json(value)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> Response {
     let result = async {
-        let new: NewKey = serde_json::from_slice(&body).map_err(|e| {
-            GatewayError::MalformedBody(format!(
-                "expected {{\"name\", \"role\"?, \"expires_in_days\"?}}: {e}"
-            ))
-        })?;
+        let new: NewKey = body(&bytes, r#"{"name", "role"?, "expires_in_days"?}"#)?;
         if new.name.trim().is_empty() || new.name.len() > 200 {
             return Err(GatewayError::invalid(
                 "`name` must be 1 to 200 characters",
@@ -76,48 +93,110 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Response
         let expires = new
             .expires_in_days
             .map(|d| crate::keys::now() + i64::from(d) * 86_400);
-        with_store(&state, move |s| s.create(&new.name, role, expires)).await
+        let (key, secret) =
+            blocking(&state.keys, move |s| s.create(&new.name, role, expires)).await?;
+        Ok(json!({"key": key.to_json(), "secret": secret}))
     }
     .await;
-    match result {
-        Ok((key, secret)) => (
-            StatusCode::CREATED,
-            axum::Json(json!({"key": key.to_json(), "secret": secret})),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
+    reply(result, StatusCode::CREATED)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
-    match with_store(&state, Store::list).await {
-        Ok(keys) => {
-            axum::Json(json!({"keys": keys.iter().map(KeyRecord::to_json).collect::<Vec<_>>()}))
-                .into_response()
-        }
-        Err(e) => e.into_response(),
+    let result = async {
+        let keys = blocking(&state.keys, Store::list).await?;
+        Ok(json!({"keys": keys.iter().map(KeyRecord::to_json).collect::<Vec<_>>()}))
     }
+    .await;
+    reply(result, StatusCode::OK)
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match with_store(&state, move |s| s.get(&id)).await {
-        Ok(key) => axum::Json(key.to_json()).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let result = blocking(&state.keys, move |s| s.get(&id)).await;
+    reply(result.map(|k| k.to_json()), StatusCode::OK)
 }
 
 pub async fn revoke(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match with_store(&state, move |s| s.revoke(&id)).await {
-        Ok(key) => axum::Json(key.to_json()).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let result = blocking(&state.keys, move |s| s.revoke(&id)).await;
+    reply(result.map(|k| k.to_json()), StatusCode::OK)
 }
 
 pub async fn rotate(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match with_store(&state, move |s| s.rotate(&id)).await {
-        Ok((key, secret)) => {
-            axum::Json(json!({"key": key.to_json(), "secret": secret})).into_response()
+    let result = blocking(&state.keys, move |s| s.rotate(&id)).await;
+    reply(
+        result.map(|(key, secret)| json!({"key": key.to_json(), "secret": secret})),
+        StatusCode::OK,
+    )
+}
+
+/// `POST /admin/virtual-keys`'s body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVirtualKey {
+    name: String,
+    provider: String,
+    key: String,
+}
+
+/// `POST /admin/virtual-keys/{name}/rotate`'s body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSecret {
+    key: String,
+}
+
+fn info(v: crate::keys::VirtualKeyInfo) -> Result<Value, GatewayError> {
+    serde_json::to_value(v).map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
+pub async fn create_virtual(State(state): State<Arc<AppState>>, bytes: Bytes) -> Response {
+    let result = async {
+        let new: NewVirtualKey = body(&bytes, r#"{"name", "provider", "key"}"#)?;
+        if !state.config.providers.contains(&new.provider)
+            && !state.plugins.has_provider(&new.provider)
+        {
+            return Err(GatewayError::UnknownProvider(new.provider));
         }
-        Err(e) => e.into_response(),
+        let made = blocking(&state.vkeys, move |v| {
+            v.create(&new.name, &new.provider, &new.key)
+        })
+        .await?;
+        info(made)
     }
+    .await;
+    reply(result, StatusCode::CREATED)
+}
+
+pub async fn list_virtual(State(state): State<Arc<AppState>>) -> Response {
+    let result = async {
+        let all = blocking(&state.vkeys, crate::keys::VirtualKeys::list).await?;
+        Ok(json!({"virtual_keys": all}))
+    }
+    .await;
+    reply(result, StatusCode::OK)
+}
+
+pub async fn get_virtual(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let result = async { info(blocking(&state.vkeys, move |v| v.get(&name)).await?) }.await;
+    reply(result, StatusCode::OK)
+}
+
+pub async fn rotate_virtual(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let new: NewSecret = body(&bytes, r#"{"key"}"#)?;
+        info(blocking(&state.vkeys, move |v| v.rotate(&name, &new.key)).await?)
+    }
+    .await;
+    reply(result, StatusCode::OK)
+}
+
+pub async fn revoke_virtual(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    let result = async { info(blocking(&state.vkeys, move |v| v.revoke(&name)).await?) }.await;
+    reply(result, StatusCode::OK)
 }

@@ -106,6 +106,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/keys/{id}", get(admin_keys::get))
         .route("/admin/keys/{id}/revoke", post(admin_keys::revoke))
         .route("/admin/keys/{id}/rotate", post(admin_keys::rotate))
+        .route(
+            "/admin/virtual-keys",
+            get(admin_keys::list_virtual).post(admin_keys::create_virtual),
+        )
+        .route("/admin/virtual-keys/{name}", get(admin_keys::get_virtual))
+        .route(
+            "/admin/virtual-keys/{name}/rotate",
+            post(admin_keys::rotate_virtual),
+        )
+        .route(
+            "/admin/virtual-keys/{name}/revoke",
+            post(admin_keys::revoke_virtual),
+        )
         .route("/metrics", get(metrics))
         .route("/v1/chat/completions", post_route(Endpoint::Chat))
         .route("/v1/completions", post_route(Endpoint::Completions))
