@@ -40,7 +40,7 @@ fn mapping(c: &mut Criterion) {
     )]);
 
     c.bench_function("plan/headers", |b| {
-        b.iter(|| routing::plan(&config, &cache, &plugins, &vkeys, black_box(&plain)))
+        b.iter(|| routing::plan(&config, &cache, &plugins, &vkeys, black_box(&plain), None))
     });
     c.bench_function("plan/config_header_cold", |b| {
         b.iter(|| {
@@ -50,11 +50,21 @@ fn mapping(c: &mut Criterion) {
                 &plugins,
                 &vkeys,
                 black_box(&with_config),
+                None,
             )
         })
     });
     c.bench_function("plan/config_header_cached", |b| {
-        b.iter(|| routing::plan(&config, &cache, &plugins, &vkeys, black_box(&with_config)))
+        b.iter(|| {
+            routing::plan(
+                &config,
+                &cache,
+                &plugins,
+                &vkeys,
+                black_box(&with_config),
+                None,
+            )
+        })
     });
     c.bench_function("body/peek_1kb", |b| {
         b.iter(|| body::peek(black_box(BODY)).map(|p| p.stream))
@@ -69,10 +79,10 @@ fn mapping(c: &mut Criterion) {
         })
     });
 
-    let openai = routing::plan(&config, &cache, &plugins, &vkeys, &plain)
+    let openai = routing::plan(&config, &cache, &plugins, &vkeys, &plain, None)
         .and_then(|p| p.first_target(&config, &plugins, &vkeys, &plain))
         .expect("plan");
-    let azure = routing::plan(&config, &cache, &plugins, &vkeys, &with_config)
+    let azure = routing::plan(&config, &cache, &plugins, &vkeys, &with_config, None)
         .and_then(|p| p.first_target(&config, &plugins, &vkeys, &with_config))
         .expect("plan");
     for (name, target) in [("build/openai", openai), ("build/azure", azure)] {
@@ -166,7 +176,8 @@ fn engine(c: &mut Criterion) {
     for (name, h) in cases {
         c.bench_function(name, |b| {
             b.iter(|| {
-                let plan = routing::plan(&config, &cache, &plugins, &vkeys, &h).expect("plan");
+                let plan =
+                    routing::plan(&config, &cache, &plugins, &vkeys, &h, None).expect("plan");
                 let engine = routing::Engine::new(
                     &config,
                     &plugins,
@@ -216,7 +227,7 @@ fn native(c: &mut Criterion) {
     ];
     for (name, target) in cases {
         let h = headers(&[("x-portkey-config", target)]);
-        let target = routing::plan(&config, &cache, &plugins, &vkeys, &h)
+        let target = routing::plan(&config, &cache, &plugins, &vkeys, &h, None)
             .and_then(|p| p.first_target(&config, &plugins, &vkeys, &h))
             .expect("plan");
         c.bench_function(name, |b| {
@@ -249,7 +260,7 @@ fn native(c: &mut Criterion) {
             &account.to_string(),
         ),
     ]);
-    let target = routing::plan(&config, &cache, &plugins, &vkeys, &h)
+    let target = routing::plan(&config, &cache, &plugins, &vkeys, &h, None)
         .and_then(|p| p.first_target(&config, &plugins, &vkeys, &h))
         .expect("plan");
     let source = || {

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use sluice::config::ServerConfig;
-use sluice::keys::{KeyRecord, MasterKey, Role, Store, VirtualKeyInfo, VirtualKeys};
+use sluice::keys::{KeyRecord, KeySettings, MasterKey, Role, Store, VirtualKeyInfo, VirtualKeys};
 use sluice::state::Db;
 
 use super::{KeysCommand, VirtualKeysCommand};
@@ -145,11 +145,28 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             name,
             role,
             expires_in_days,
+            allow_providers,
+            allow_models,
+            default_config,
+            metadata,
             at,
         } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let expires = expires_in_days.map(|d| sluice::keys::now() + i64::from(d) * 86_400);
-            let (key, secret) = at.open()?.create(&name, role, expires)?;
+            let mut settings = KeySettings {
+                allowed_providers: (!allow_providers.is_empty()).then_some(allow_providers),
+                allowed_models: (!allow_models.is_empty()).then_some(allow_models),
+                default_config,
+                metadata: serde_json::Map::new(),
+            };
+            for pair in metadata {
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--metadata `{pair}`: expected KEY=VALUE"))?;
+                settings.metadata.insert(k.to_owned(), v.into());
+            }
+            settings.check(&at.config()?).map_err(anyhow::Error::msg)?;
+            let (key, secret) = at.open()?.create(&name, role, expires, settings)?;
             show_secret(&key, &secret, at.json, "created");
         }
         KeysCommand::List { at } => list(&at.open()?.list()?, at.json),

@@ -112,6 +112,19 @@ enum KeysCommand {
         /// Expire after this many days (default: never).
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// A provider the key may call (repeat for more; default: all).
+        #[arg(long = "allow-provider")]
+        allow_providers: Vec<String>,
+        /// A model the key may ask for, or a prefix ending in `*` (repeat for
+        /// more; default: all).
+        #[arg(long = "allow-model")]
+        allow_models: Vec<String>,
+        /// The config for requests that name none: a name under [configs] or JSON.
+        #[arg(long)]
+        default_config: Option<String>,
+        /// KEY=VALUE merged into every request's metadata (repeat for more).
+        #[arg(long = "metadata")]
+        metadata: Vec<String>,
         #[command(flatten)]
         at: cli_keys::StateArgs,
     },

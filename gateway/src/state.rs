@@ -34,6 +34,8 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         revoked_at INTEGER
     )",
+    // A gateway key's settings (keys::KeySettings) as JSON.
+    "ALTER TABLE gateway_keys ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -121,7 +121,7 @@ fn mutated_inputs_never_panic_and_are_refused_as_client_errors() {
         }
         let _ = routing::headers_metadata(&headers)
             .map_err(|e| assert!(e.status().is_client_error(), "{e}"));
-        match routing::plan(&config, &cache, &plugins, &vkeys, &headers)
+        match routing::plan(&config, &cache, &plugins, &vkeys, &headers, None)
             .and_then(|p| p.first_target(&config, &plugins, &vkeys, &headers))
         {
             Err(e) => assert!(e.status().is_client_error(), "round {round}: {e}"),

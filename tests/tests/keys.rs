@@ -401,3 +401,147 @@ async fn the_admin_api_creates_lists_rotates_and_revokes_keys() {
             .any(|k| logs.contains(&k[4..]))
     );
 }
+
+#[tokio::test]
+async fn a_keys_limits_default_config_and_metadata_apply_to_its_requests() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let mock = MockUpstream::start().await.expect("mock");
+    // The key's default config routes on metadata the key sets.
+    let routed = json!({
+        "strategy": {"mode": "conditional",
+            "conditions": [{"query": {"metadata.team": {"$eq": "checkout"}}, "then": "team"}],
+            "default": "other"},
+        "targets": [
+            {"name": "team", "provider": "mock", "override_params": {"model": "team-model"}},
+            {"name": "other", "provider": "mock"}
+        ]
+    })
+    .to_string();
+    let config = format!(
+        "[auth]\nrequired = true\n[state]\npath = \"{}\"\n[configs.plain]\nprovider = \"mock\"\n",
+        db.display()
+    );
+    let config_text = config_with_mock(&mock, &config);
+    let config_file = dir.path.join("sluice.toml");
+    std::fs::write(&config_file, &config_text).expect("config");
+    let cli = |args: &[&str]| -> std::process::Output {
+        Command::new(binary())
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&config_file)
+            .arg("--json")
+            .output()
+            .expect("run")
+    };
+    let made = cli(&[
+        "create",
+        "--name",
+        "checkout",
+        "--allow-provider",
+        "mock",
+        "--allow-model",
+        "gpt-4o*",
+        "--allow-model",
+        "team-model",
+        "--metadata",
+        "team=checkout",
+        "--default-config",
+        &routed,
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: Value = serde_json::from_slice(&made.stdout).expect("json");
+    assert_eq!(made["key"]["metadata"]["team"], "checkout");
+    let scoped = made["secret"].as_str().expect("secret").to_owned();
+    let bad = cli(&["create", "--name", "x", "--default-config", "missing"]);
+    assert!(
+        !bad.status.success(),
+        "an unknown default config is refused"
+    );
+    let bad = cli(&["create", "--name", "x", "--metadata", "novalue"]);
+    assert!(!bad.status.success(), "metadata is KEY=VALUE");
+
+    let (_, root) = create(&db, "root", "admin", &[]);
+    let gw = Gateway::start(&config_text);
+    let send = |model: &str, extra: &[(&'static str, String)]| {
+        let mut req = client()
+            .post(gw.at("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("x-portkey-api-key", scoped.as_str())
+            .body(
+                json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+            );
+        for (k, v) in extra {
+            req = req.header(*k, v.as_str());
+        }
+        req.send()
+    };
+    // No config named: the key's, routed by the key's metadata, which wins
+    // over the request's.
+    let res = send(
+        "gpt-4o-mini",
+        &[("x-portkey-metadata", json!({"team": "other"}).to_string())],
+    )
+    .await
+    .expect("send");
+    assert_eq!(res.status().as_u16(), 200);
+    let seen: Value = serde_json::from_slice(&mock.last().expect("upstream").body).expect("json");
+    assert_eq!(seen["model"], "team-model", "routed by the key's metadata");
+
+    // A named config in the request replaces the key's; its model is checked.
+    let res = send("gpt-4o-mini", &[("x-portkey-config", "plain".into())])
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 200);
+    let before = mock.received().len();
+    let res = send("claude-sonnet-4", &[("x-portkey-config", "plain".into())])
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 403);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(code(&body), "forbidden");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("claude-sonnet-4")
+    );
+    assert_eq!(
+        mock.received().len(),
+        before,
+        "a refused model never reaches the upstream"
+    );
+
+    // The admin API takes the same settings and checks them.
+    let (s, err) = admin(
+        &gw,
+        &root,
+        "POST",
+        "/admin/keys",
+        Some(r#"{"name": "x", "default_config": "missing"}"#),
+    )
+    .await;
+    assert_eq!((s, code(&err)), (400, "invalid_request"), "{err}");
+    let (s, made) = admin(
+        &gw,
+        &root,
+        "POST",
+        "/admin/keys",
+        Some(r#"{"name": "openai-only", "allowed_providers": ["openai"], "default_config": "plain"}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    let only = made["secret"].as_str().expect("secret").to_owned();
+    let (s, body) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&only)).await;
+    assert_eq!(
+        (s, code(&body)),
+        (403, "forbidden"),
+        "mock is not openai: {body}"
+    );
+}

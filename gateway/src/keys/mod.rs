@@ -70,6 +70,82 @@ impl fmt::Display for Role {
     }
 }
 
+/// What a gateway key limits and adds to each request it makes.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// Provider slugs the key may call (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_providers: Option<Vec<String>>,
+    /// Models the key may ask for: exact names, or prefixes ending in `*`
+    /// (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
+    /// The config used when a request names none: a name under `[configs]`,
+    /// or a config's JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_config: Option<String>,
+    /// Merged into every request's metadata; the key's values win.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl KeySettings {
+    /// Checks the settings against the server config: lists non-empty,
+    /// metadata values strings, the default config a known name or a valid
+    /// config.
+    pub fn check(&self, config: &crate::config::ServerConfig) -> Result<(), String> {
+        for (field, list) in [
+            ("allowed_providers", &self.allowed_providers),
+            ("allowed_models", &self.allowed_models),
+        ] {
+            if let Some(list) = list
+                && (list.is_empty() || list.iter().any(|s| s.trim().is_empty()))
+            {
+                return Err(format!("`{field}` must list at least one non-empty name"));
+            }
+        }
+        if let Some((k, _)) = self.metadata.iter().find(|(_, v)| !v.is_string()) {
+            return Err(format!("`metadata` values must be strings; `{k}` is not"));
+        }
+        if let Some(c) = &self.default_config {
+            if c.trim_start().starts_with('{') {
+                crate::config::routing::parse_json(c, &|slug| {
+                    config.providers.contains(slug)
+                        || crate::plugins::builtin::BUILTINS
+                            .iter()
+                            .any(|(n, _)| *n == slug)
+                })
+                .map_err(|p| format!("`default_config` is not a valid config: {p}"))?;
+            } else if !config.configs.contains_key(c) {
+                return Err(format!(
+                    "`default_config`: no config named `{c}` under [configs]"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the key may call `provider` for `model` (a request whose model
+    /// is not known, such as listing models, is judged by its provider alone).
+    pub fn allows(&self, provider: &str, model: Option<&str>) -> bool {
+        let provider_ok = self
+            .allowed_providers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p == provider));
+        let model_ok = match (&self.allowed_models, model) {
+            (Some(list), Some(model)) => {
+                list.iter().any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => model.starts_with(prefix),
+                    None => pattern == model,
+                })
+            }
+            _ => true,
+        };
+        provider_ok && model_ok
+    }
+}
+
 /// A key as the store keeps it (never the secret).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct KeyRecord {
@@ -83,6 +159,8 @@ pub struct KeyRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    #[serde(flatten)]
+    pub settings: KeySettings,
 }
 
 impl KeyRecord {

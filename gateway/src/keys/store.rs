@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::state::{Db, StateError};
 
-use super::{AuthError, KeyRecord, Role, generate, hash, hint, now};
+use super::{AuthError, KeyRecord, KeySettings, Role, generate, hash, hint, now};
 
 /// How soon a change made by another process is seen.
 pub const RELOAD_EVERY: Duration = Duration::from_millis(500);
@@ -79,7 +79,7 @@ impl Store {
         let version = self.db.data_version()?;
         let rows = self.db.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT hash, id, name, role, hint, created_at, expires_at, revoked_at FROM gateway_keys",
+                "SELECT hash, id, name, role, hint, created_at, expires_at, revoked_at, settings FROM gateway_keys",
             )?;
             let rows = stmt.query_map([], |r| {
                 let hash: Vec<u8> = r.get(0)?;
@@ -128,6 +128,7 @@ impl Store {
         name: &str,
         role: Role,
         expires_at: Option<i64>,
+        settings: KeySettings,
     ) -> Result<(KeyRecord, String), StoreError> {
         let secret = generate()?;
         let mut id_bytes = [0u8; 6];
@@ -148,11 +149,14 @@ impl Store {
             created_at: now(),
             expires_at,
             revoked_at: None,
+            settings,
         };
+        let settings =
+            serde_json::to_string(&key.settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.db.with(|c| {
             c.execute(
-                "INSERT INTO gateway_keys (id, name, role, hash, hint, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO gateway_keys (id, name, role, hash, hint, created_at, expires_at, settings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     key.id,
                     key.name,
@@ -160,7 +164,8 @@ impl Store {
                     hash(&secret).as_slice(),
                     key.hint,
                     key.created_at,
-                    key.expires_at
+                    key.expires_at,
+                    settings
                 ],
             )
         })?;
@@ -172,7 +177,7 @@ impl Store {
     pub fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
         Ok(self.db.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, role, hint, created_at, expires_at, revoked_at FROM gateway_keys ORDER BY created_at, rowid",
+                "SELECT id, name, role, hint, created_at, expires_at, revoked_at, settings FROM gateway_keys ORDER BY created_at, rowid",
             )?;
             let rows = stmt.query_map([], |r| record(r, 0))?;
             rows.collect()
@@ -184,7 +189,7 @@ impl Store {
         self.db
             .with(|c| {
                 c.query_row(
-                    "SELECT id, name, role, hint, created_at, expires_at, revoked_at FROM gateway_keys WHERE id = ?1",
+                    "SELECT id, name, role, hint, created_at, expires_at, revoked_at, settings FROM gateway_keys WHERE id = ?1",
                     [id],
                     |r| record(r, 0),
                 )
@@ -230,7 +235,7 @@ impl Store {
 }
 
 /// A key from a row's columns `id, name, role, hint, created_at, expires_at,
-/// revoked_at`, starting at `at`.
+/// revoked_at, settings`, starting at `at`.
 fn record(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<KeyRecord> {
     let role: String = r.get(at + 2)?;
     Ok(KeyRecord {
@@ -243,5 +248,15 @@ fn record(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<KeyRecord> {
         created_at: r.get(at + 4)?,
         expires_at: r.get(at + 5)?,
         revoked_at: r.get(at + 6)?,
+        settings: {
+            let text: String = r.get(at + 7)?;
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    at + 7,
+                    rusqlite::types::Type::Text,
+                    e.into(),
+                )
+            })?
+        },
     })
 }

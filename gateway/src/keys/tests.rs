@@ -13,7 +13,9 @@ use std::path::PathBuf;
 fn a_created_key_authenticates_until_it_is_revoked() {
     let store = Store::open(&temp_db("revoke")).expect("open");
     assert!(!store.any_active());
-    let (key, secret) = store.create("ci", Role::Member, None).expect("create");
+    let (key, secret) = store
+        .create("ci", Role::Member, None, KeySettings::default())
+        .expect("create");
     assert!(
         secret.starts_with("slk_") && secret.len() == 4 + 43,
         "{secret}"
@@ -41,7 +43,9 @@ fn a_created_key_authenticates_until_it_is_revoked() {
 #[test]
 fn rotating_replaces_the_secret_and_keeps_the_key() {
     let store = Store::open(&temp_db("rotate")).expect("open");
-    let (key, old) = store.create("app", Role::Admin, None).expect("create");
+    let (key, old) = store
+        .create("app", Role::Admin, None, KeySettings::default())
+        .expect("create");
     let (rotated, new) = store.rotate(&key.id).expect("rotate");
     assert_ne!(old, new);
     assert_eq!(
@@ -56,10 +60,15 @@ fn rotating_replaces_the_secret_and_keeps_the_key() {
 fn an_expired_key_is_refused() {
     let store = Store::open(&temp_db("expiry")).expect("open");
     let (_, past) = store
-        .create("old", Role::Member, Some(now() - 1))
+        .create("old", Role::Member, Some(now() - 1), KeySettings::default())
         .expect("create");
     let (_, future) = store
-        .create("new", Role::Member, Some(now() + 3600))
+        .create(
+            "new",
+            Role::Member,
+            Some(now() + 3600),
+            KeySettings::default(),
+        )
         .expect("create");
     assert_eq!(store.authenticate(&past), Err(AuthError::Expired));
     assert!(store.authenticate(&future).is_ok());
@@ -77,7 +86,9 @@ fn another_connections_changes_are_seen_on_refresh_and_secrets_are_not_stored() 
     let path = temp_db("shared");
     let gateway = Store::open(&path).expect("open");
     let cli = Store::open(&path).expect("open again: the schema is not re-created");
-    let (key, secret) = cli.create("shared", Role::Member, None).expect("create");
+    let (key, secret) = cli
+        .create("shared", Role::Member, None, KeySettings::default())
+        .expect("create");
     assert_eq!(
         gateway.authenticate(&secret),
         Err(AuthError::Unknown),
@@ -226,4 +237,61 @@ fn a_master_key_is_32_bytes_of_base64() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn a_keys_settings_are_kept_checked_and_applied() {
+    let store = Store::open(&temp_db("settings")).expect("open");
+    let settings: KeySettings = serde_json::from_value(serde_json::json!({
+        "allowed_providers": ["openai", "anthropic"],
+        "allowed_models": ["gpt-4o-mini", "claude-*"],
+        "metadata": {"team": "checkout"},
+    }))
+    .expect("settings");
+    let (key, _) = store
+        .create("scoped", Role::Member, None, settings.clone())
+        .expect("create");
+    assert_eq!(store.get(&key.id).expect("get").settings, settings);
+    let json = key.to_json();
+    assert_eq!(json["allowed_models"][1], "claude-*");
+    assert_eq!(json["metadata"]["team"], "checkout");
+
+    assert!(settings.allows("openai", Some("gpt-4o-mini")));
+    assert!(settings.allows("anthropic", Some("claude-sonnet-4")));
+    assert!(
+        !settings.allows("openai", Some("gpt-4o")),
+        "an exact name is not a prefix"
+    );
+    assert!(
+        !settings.allows("groq", Some("gpt-4o-mini")),
+        "provider not allowed"
+    );
+    assert!(
+        settings.allows("openai", None),
+        "no model: judged by the provider"
+    );
+    assert!(KeySettings::default().allows("any", Some("thing")));
+
+    let config = crate::config::ServerConfig::parse("[configs.prod]\nprovider = \"openai\"")
+        .expect("config");
+    let check = |v: serde_json::Value| {
+        serde_json::from_value::<KeySettings>(v)
+            .expect("shape")
+            .check(&config)
+    };
+    assert!(check(serde_json::json!({"default_config": "prod"})).is_ok());
+    assert!(check(serde_json::json!({"default_config": "{\"provider\": \"openai\"}"})).is_ok());
+    for bad in [
+        serde_json::json!({"default_config": "nope"}),
+        serde_json::json!({"default_config": "{\"provider\": \"nope\"}"}),
+        serde_json::json!({"allowed_models": []}),
+        serde_json::json!({"allowed_providers": [" "]}),
+        serde_json::json!({"metadata": {"n": 1}}),
+    ] {
+        assert!(check(bad.clone()).is_err(), "{bad}");
+    }
+    assert!(
+        serde_json::from_value::<KeySettings>(serde_json::json!({"rpm": 5})).is_err(),
+        "unknown fields"
+    );
 }

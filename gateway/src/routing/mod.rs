@@ -171,8 +171,13 @@ pub fn plan(
     plugins: &plugins::Registry,
     vkeys: &VirtualKeys,
     headers: &HeaderMap,
+    key_default: Option<&str>,
 ) -> Result<Plan, GatewayError> {
+    // The request's config, else its gateway key's, else the server's.
     if let Some(text) = header_str(headers, PortkeyHeader::Config)? {
+        return config_from_header(config, cache, plugins, text.trim());
+    }
+    if let Some(text) = key_default {
         return config_from_header(config, cache, plugins, text.trim());
     }
     if let Some(name) = &config.default_config
@@ -418,6 +423,7 @@ mod tests {
             &plugins,
             &VirtualKeys::none().expect("no virtual keys"),
             &h,
+            None,
         )
         .expect("plan");
         let target = plan
@@ -490,6 +496,7 @@ mod tests {
                 &no_plugins(),
                 &VirtualKeys::none().expect("no virtual keys"),
                 &headers(pairs),
+                None,
             )
             .expect_err(code);
             assert_eq!(err.code(), code, "{pairs:?}: {err}");
@@ -551,6 +558,7 @@ mod tests {
                 &plugins,
                 &VirtualKeys::none().expect("no virtual keys"),
                 &h,
+                None,
             )
             .expect("plan")
             .sole_provider(&s, &plugins)

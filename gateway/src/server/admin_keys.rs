@@ -35,6 +35,8 @@ struct NewKey {
     role: Option<String>,
     #[serde(default)]
     expires_in_days: Option<u32>,
+    #[serde(flatten)]
+    settings: crate::keys::KeySettings,
 }
 
 fn store_error(e: StoreError) -> GatewayError {
@@ -77,7 +79,13 @@ fn reply(result: Result<Value, GatewayError>, status: StatusCode) -> Response {
 
 pub async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> Response {
     let result = async {
-        let new: NewKey = body(&bytes, r#"{"name", "role"?, "expires_in_days"?}"#)?;
+        let new: NewKey = body(
+            &bytes,
+            r#"{"name", "role"?, "expires_in_days"?, "allowed_providers"?, "allowed_models"?, "default_config"?, "metadata"?}"#,
+        )?;
+        new.settings
+            .check(&state.config)
+            .map_err(|why| GatewayError::invalid(why, None))?;
         if new.name.trim().is_empty() || new.name.len() > 200 {
             return Err(GatewayError::invalid(
                 "`name` must be 1 to 200 characters",
@@ -94,7 +102,8 @@ pub async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> Respons
             .expires_in_days
             .map(|d| crate::keys::now() + i64::from(d) * 86_400);
         let (key, secret) =
-            blocking(&state.keys, move |s| s.create(&new.name, role, expires)).await?;
+            blocking(&state.keys, move |s| s.create(&new.name, role, expires, new.settings))
+                .await?;
         Ok(json!({"key": key.to_json(), "secret": secret}))
     }
     .await;

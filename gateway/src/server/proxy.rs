@@ -29,6 +29,7 @@ use super::{AppState, RequestInfo};
 use crate::GatewayError;
 use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
+use crate::keys::{Caller, KeySettings};
 use crate::providers::{
     AnswerOptions, BodyKind, Endpoint, FromChatChunks, body, messages, responses,
 };
@@ -134,14 +135,21 @@ enum Prepared {
 
 async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
+    let caller = parts.extensions.get::<Caller>();
+    let settings = caller.map(|c| &c.key.settings);
     let plan = routing::plan(
         &state.config,
         &state.configs,
         &state.plugins,
         &state.vkeys,
         &parts.headers,
+        settings.and_then(|s| s.default_config.as_deref()),
     )?;
-    let metadata = routing::headers_metadata(&parts.headers)?;
+    let mut metadata = routing::headers_metadata(&parts.headers)?;
+    // The key's metadata wins over the request's.
+    if let Some(s) = settings {
+        metadata.extend(s.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     // Before the body is read: a wrong route must not cost a large upload.
     if let Some(provider) = plan.sole_provider(&state.config, &state.plugins)? {
         call_endpoint(provider.as_ref(), endpoint, None)?;
@@ -154,6 +162,7 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
         parts: &parts,
         bytes: bytes.clone(),
         metadata: &metadata,
+        settings,
         grants: Default::default(),
     };
     let engine = Engine::new(
@@ -201,6 +210,28 @@ fn answer(tried: Tried<Body>, endpoint: Endpoint) -> Response {
     response
 }
 
+/// Whether the calling key may use `target` for the model asked for (the
+/// config's override, else the body's).
+fn allowed(settings: &KeySettings, target: &Target, body: &[u8]) -> Result<(), GatewayError> {
+    let provider = target.provider.slug();
+    let overridden = target.override_params.get("model").and_then(Value::as_str);
+    let model = match (overridden, &settings.allowed_models) {
+        (Some(m), _) => Some(std::borrow::Cow::Borrowed(m)),
+        // The body is read only when models are limited.
+        (None, Some(_)) => body::peek(body)
+            .ok()
+            .and_then(|p| p.model.map(|m| std::borrow::Cow::Owned(m.into_owned()))),
+        (None, None) => None,
+    };
+    if settings.allows(provider, model.as_deref()) {
+        return Ok(());
+    }
+    Err(GatewayError::Forbidden(match model {
+        Some(m) => format!("this gateway key may not use model `{m}` on provider `{provider}`"),
+        None => format!("this gateway key may not use provider `{provider}`"),
+    }))
+}
+
 /// One request's side of the routing engine: what it prepares and sends to a
 /// target.
 struct Proxied<'a> {
@@ -209,6 +240,8 @@ struct Proxied<'a> {
     parts: &'a http::request::Parts,
     bytes: Bytes,
     metadata: &'a Map<String, Value>,
+    /// The calling gateway key's limits, when authentication is on.
+    settings: Option<&'a KeySettings>,
     /// What guardrail plugins may reach, made once on first use.
     grants: std::sync::OnceLock<crate::plugins::Grants>,
 }
@@ -257,6 +290,9 @@ impl Attempts for Proxied<'_> {
     type Prepared = Ready;
 
     async fn prepare(&self, target: &Target) -> Result<Step<Ready, Body>, GatewayError> {
+        if let Some(settings) = self.settings {
+            allowed(settings, target, &self.bytes)?;
+        }
         let model = match self.endpoint {
             Endpoint::Messages | Endpoint::Responses => target_model(target, &self.bytes),
             _ => None,
