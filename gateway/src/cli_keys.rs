@@ -149,6 +149,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             allow_models,
             default_config,
             metadata,
+            rpm,
             at,
         } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
@@ -158,6 +159,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 allowed_models: (!allow_models.is_empty()).then_some(allow_models),
                 default_config,
                 metadata: serde_json::Map::new(),
+                rpm,
             };
             for pair in metadata {
                 let (k, v) = pair

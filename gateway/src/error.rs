@@ -97,6 +97,15 @@ pub enum GatewayError {
     /// A virtual key that cannot be used (unknown, revoked, not decryptable).
     #[error(transparent)]
     VirtualKey(#[from] crate::keys::VirtualKeyError),
+    /// A rate limit's bucket is full for this minute.
+    #[error(
+        "rate limit reached for {bucket}: {limit} requests per minute; retry in {retry_after} s"
+    )]
+    RateLimited {
+        bucket: String,
+        limit: u64,
+        retry_after: u64,
+    },
     /// The admin API was asked for a gateway key that does not exist.
     #[error("no key named `{0}`")]
     UnknownKey(String),
@@ -133,6 +142,7 @@ impl GatewayError {
             | Self::HostRefused(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::VirtualKey(crate::keys::VirtualKeyError::Sealed(_)) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -164,6 +174,8 @@ impl GatewayError {
             | Self::UpstreamTimeout { .. }
             | Self::DeadlinePassed { .. } => "timeout_error",
             Self::CircuitOpen { .. } => "api_error",
+            // OpenAI's type for a requests-per-minute limit.
+            Self::RateLimited { .. } => "requests",
             Self::CredentialExchange {
                 status: 400 | 401 | 403,
                 ..
@@ -210,6 +222,7 @@ impl GatewayError {
             Self::Unauthenticated(e) => e.code(),
             Self::Forbidden(_) => "forbidden",
             Self::UnknownKey(_) => "key_not_found",
+            Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::VirtualKey(e) => match e {
                 crate::keys::VirtualKeyError::Unknown(_) => "invalid_virtual_key",
                 crate::keys::VirtualKeyError::Revoked(_) => "revoked_virtual_key",
@@ -295,6 +308,16 @@ impl IntoResponse for GatewayError {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from(secs.max(1)),
+            );
+        }
+        if let Self::RateLimited {
+            limit, retry_after, ..
+        } = &self
+        {
+            crate::limits::headers(response.headers_mut(), *limit, 0, *retry_after);
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from((*retry_after).max(1)),
             );
         }
         response

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod guardrails;
 pub mod keys;
+pub mod limits;
 pub mod plugins;
 pub mod providers;
 pub mod routing;

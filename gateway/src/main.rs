@@ -125,6 +125,9 @@ enum KeysCommand {
         /// KEY=VALUE merged into every request's metadata (repeat for more).
         #[arg(long = "metadata")]
         metadata: Vec<String>,
+        /// Requests per minute for this key (in place of a `scope = "key"` rule).
+        #[arg(long)]
+        rpm: Option<u64>,
         #[command(flatten)]
         at: cli_keys::StateArgs,
     },
@@ -329,6 +332,7 @@ fn serve(
         guardrails: Arc::default(),
         keys,
         vkeys,
+        rate: Arc::default(),
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");

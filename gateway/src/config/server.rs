@@ -21,6 +21,10 @@
 //! consecutive_failures = 5         # error_rate 0.5 over min_requests 20 in window_ms 30000,
 //! cool_down_ms = 30000             # enabled true
 //!
+//! [[rate_limits]]                 # requests per minute; see limits/mod.rs
+//! scope = "metadata.user"          # key | virtual_key | metadata.NAME
+//! rpm = 60
+//!
 //! [ssrf]
 //! allow_loopback = true
 //! allow = ["10.1.0.0/16", "models.internal"]
@@ -134,6 +138,8 @@ pub struct ServerConfig {
     /// `[state] master_key_file`: the key that seals virtual keys
     /// (`SLUICE_MASTER_KEY` wins).
     pub master_key_file: Option<PathBuf>,
+    /// `[[rate_limits]]`: requests per minute by key, virtual key or metadata.
+    pub rate_limits: Vec<crate::limits::RateRule>,
 }
 
 impl ServerConfig {
@@ -182,6 +188,7 @@ impl ServerConfig {
                 "routing",
                 "auth",
                 "state",
+                "rate_limits",
             ],
             |_| false,
         );
@@ -295,6 +302,45 @@ impl ServerConfig {
             s.deny_unknown(&mut p, &["path", "master_key_file"], |_| false);
             state_path = s.str(&mut p, "path").map_or(state_path, PathBuf::from);
             master_key_file = s.str(&mut p, "master_key_file").map(PathBuf::from);
+        }
+
+        let mut rate_limits = Vec::new();
+        for (i, item) in root
+            .array(&mut p, "rate_limits")
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let path = format!("rate_limits[{i}]");
+            let Some(o) = Obj::new(&mut p, &path, item) else {
+                continue;
+            };
+            o.deny_unknown(&mut p, &["scope", "rpm"], |_| false);
+            let scope = match o
+                .str(&mut p, "scope")
+                .map(|s| crate::limits::Scope::parse(&s))
+            {
+                Some(Ok(scope)) => Some(scope),
+                Some(Err(why)) => {
+                    p.push(&format!("{path}.scope"), why);
+                    None
+                }
+                None => {
+                    p.push(
+                        &format!("{path}.scope"),
+                        "missing: key, virtual_key or metadata.NAME",
+                    );
+                    None
+                }
+            };
+            let rpm = o.uint(&mut p, "rpm", 1, 100_000_000);
+            if rpm.is_none() && o.get("rpm").is_none() {
+                p.push(&format!("{path}.rpm"), "missing: requests per minute");
+            }
+            if let (Some(scope), Some(rpm)) = (scope, rpm) {
+                rate_limits.push(crate::limits::RateRule { scope, rpm });
+            }
         }
 
         let mut ssrf = SsrfPolicy::default();
@@ -426,6 +472,7 @@ impl ServerConfig {
             auth,
             state_path,
             master_key_file,
+            rate_limits,
         })
     }
 }

@@ -88,6 +88,10 @@ pub struct KeySettings {
     /// Merged into every request's metadata; the key's values win.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Requests per minute for this key, in place of a `[[rate_limits]]`
+    /// rule with `scope = "key"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
 }
 
 impl KeySettings {
@@ -104,6 +108,9 @@ impl KeySettings {
             {
                 return Err(format!("`{field}` must list at least one non-empty name"));
             }
+        }
+        if self.rpm == Some(0) {
+            return Err("`rpm` must be at least 1".into());
         }
         if let Some((k, _)) = self.metadata.iter().find(|(_, v)| !v.is_string()) {
             return Err(format!("`metadata` values must be strings; `{k}` is not"));

@@ -45,6 +45,8 @@ pub struct Shared {
     pub keys: Arc<crate::keys::Store>,
     /// Provider credentials, encrypted at rest.
     pub vkeys: Arc<crate::keys::VirtualKeys>,
+    /// Rate-limit counters.
+    pub rate: Arc<crate::limits::RateLimiter>,
 }
 
 /// Everything a request handler shares.
@@ -66,6 +68,7 @@ pub struct AppState {
     pub keys: Arc<crate::keys::Store>,
     pub auth_required: bool,
     pub vkeys: Arc<crate::keys::VirtualKeys>,
+    pub rate: Arc<crate::limits::RateLimiter>,
     pub started: Instant,
 }
 
@@ -86,6 +89,7 @@ impl AppState {
             configs: ConfigCache::default(),
             keys: shared.keys.clone(),
             vkeys: shared.vkeys.clone(),
+            rate: shared.rate.clone(),
             auth_required,
             started: Instant::now(),
         })

@@ -150,6 +150,17 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     if let Some(s) = settings {
         metadata.extend(s.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    let admitted = state
+        .rate
+        .admit(
+            &rate_buckets(state, caller, &parts.headers, &plan, &metadata)?,
+            crate::keys::now().max(0) as u64,
+        )
+        .map_err(|l| GatewayError::RateLimited {
+            bucket: l.bucket,
+            limit: l.limit,
+            retry_after: l.retry_after,
+        })?;
     // Before the body is read: a wrong route must not cost a large upload.
     if let Some(provider) = plan.sole_provider(&state.config, &state.plugins)? {
         call_endpoint(provider.as_ref(), endpoint, None)?;
@@ -184,7 +195,61 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
         &proxied,
     );
     let tried = engine.run(&plan.config).await;
-    Ok(answer(tried, endpoint))
+    let mut response = answer(tried, endpoint);
+    if let Some(a) = admitted {
+        crate::limits::headers(response.headers_mut(), a.limit, a.remaining, a.reset);
+    }
+    Ok(response)
+}
+
+/// The rate-limit buckets a request counts in: one per `[[rate_limits]]` rule
+/// whose scope it has (its gateway key, its virtual key, its metadata value),
+/// and its key's own `rpm`.
+fn rate_buckets(
+    state: &AppState,
+    caller: Option<&Caller>,
+    headers: &http::HeaderMap,
+    plan: &routing::Plan,
+    metadata: &Map<String, Value>,
+) -> Result<Vec<crate::limits::Bucket>, GatewayError> {
+    use crate::limits::{Bucket, Scope};
+    let rules = &state.config.rate_limits;
+    let key = caller.map(|c| &c.key);
+    let key_rpm = key.and_then(|k| k.settings.rpm);
+    if rules.is_empty() && key_rpm.is_none() {
+        return Ok(Vec::new());
+    }
+    let virtual_key = match routing::header_str(headers, routing::PortkeyHeader::VirtualKey)? {
+        Some(name) => Some(name.trim().to_owned()),
+        None => plan.config.root.target.virtual_key.clone(),
+    };
+    let mut buckets = Vec::new();
+    for rule in rules {
+        let (id, rpm) = match &rule.scope {
+            Scope::Key => match key {
+                Some(k) => (format!("key:{}", k.id), key_rpm.unwrap_or(rule.rpm)),
+                None => continue,
+            },
+            Scope::VirtualKey => match &virtual_key {
+                Some(name) => (format!("virtual_key:{name}"), rule.rpm),
+                None => continue,
+            },
+            Scope::Metadata(name) => match metadata.get(name).and_then(Value::as_str) {
+                Some(value) => (format!("metadata.{name}:{value}"), rule.rpm),
+                None => continue,
+            },
+        };
+        buckets.push(Bucket { id, rpm });
+    }
+    if let (Some(k), Some(rpm)) = (key, key_rpm)
+        && !rules.iter().any(|r| r.scope == Scope::Key)
+    {
+        buckets.push(Bucket {
+            id: format!("key:{}", k.id),
+            rpm,
+        });
+    }
+    Ok(buckets)
 }
 
 /// The engine's choice as the client's answer, with Portkey's headers: the
