@@ -291,7 +291,7 @@ fn a_keys_settings_are_kept_checked_and_applied() {
         assert!(check(bad.clone()).is_err(), "{bad}");
     }
     assert!(
-        serde_json::from_value::<KeySettings>(serde_json::json!({"rpm": 5})).is_err(),
+        serde_json::from_value::<KeySettings>(serde_json::json!({"budget": 5})).is_err(),
         "unknown fields"
     );
 }

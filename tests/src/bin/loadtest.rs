@@ -22,6 +22,11 @@
 //! on a shared machine one run's CPU per request moves by ±10 µs, as much as
 //! the effects worth measuring.
 //!
+//! With `--governance`, the guarded run goes to a second gateway with
+//! authentication on (a gateway key in `x-portkey-api-key`) and a
+//! `scope = "key"` rate limit too high to refuse anything: what keys and limits
+//! cost each request.
+//!
 //! With `--tree`, each concurrency also runs a one-target config and a
 //! three-level routing tree (fallback over loadbalance over targets, with
 //! retries), both in `x-portkey-config`, and reports the tree's CPU per request
@@ -47,6 +52,7 @@ struct Args {
     config: Option<String>,
     rounds: usize,
     tree: bool,
+    governance: bool,
 }
 
 fn args() -> Result<Args> {
@@ -58,11 +64,17 @@ fn args() -> Result<Args> {
         config: None,
         rounds: 0,
         tree: false,
+        governance: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if a == "--tree" {
             out.tree = true;
+            continue;
+        }
+        if a == "--governance" {
+            out.governance = true;
+            out.guardrails = out.guardrails.max(1);
             continue;
         }
         if a == "--checks" {
@@ -186,6 +198,26 @@ async fn cpu_per_req(
     Ok(((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6)
 }
 
+/// A gateway with authentication and a `scope = "key"` rate limit on, and a
+/// member key for it (made with `sluice keys create` in `state`).
+fn governed_gateway(mock: &MockUpstream, state: &sluice_tests::TempDir) -> Result<(Gateway, String)> {
+    let db = state.path.join("state.db");
+    let out = std::process::Command::new(sluice_tests::gateway::binary())
+        .args(["keys", "create", "--name", "load", "--json", "--state"])
+        .arg(&db)
+        .output()?;
+    if !out.status.success() {
+        bail!("sluice keys create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let key = made["secret"].as_str().context("no secret")?.to_owned();
+    let config = format!(
+        "[log]\nlevel = \"warn\"\n[auth]\nrequired = true\n[state]\npath = \"{}\"\n[[rate_limits]]\nscope = \"key\"\nrpm = 100000000\n",
+        db.display()
+    );
+    Ok((Gateway::start_with(&config_with_mock(mock, &config), &[]), key))
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -278,10 +310,31 @@ fn main() -> Result<()> {
         } else {
             serde_json::json!({"provider": "mock", "input_guardrails": hooks}).to_string()
         };
-        let guarded = [
-            ("x-portkey-config", guarded_config.as_str()),
-            ("authorization", "Bearer sk-load"),
-        ];
+        // --governance: a second gateway with keys and a rate limit on.
+        let state = sluice_tests::TempDir::new();
+        let governed = if args.governance {
+            Some(governed_gateway(&mock, &state)?)
+        } else {
+            None
+        };
+        let key = governed.as_ref().map(|(_, k)| k.clone()).unwrap_or_default();
+        let guarded_headers = if args.governance {
+            vec![
+                ("x-portkey-provider", "mock"),
+                ("authorization", "Bearer sk-load"),
+                ("x-portkey-api-key", key.as_str()),
+            ]
+        } else {
+            vec![
+                ("x-portkey-config", guarded_config.as_str()),
+                ("authorization", "Bearer sk-load"),
+            ]
+        };
+        let guarded = guarded_headers.as_slice();
+        let (guarded_url, guarded_pid) = match &governed {
+            Some((g, _)) => (g.at("/v1/chat/completions"), g.pid()),
+            None => (gw.at("/v1/chat/completions"), gw.pid()),
+        };
         let single_config = serde_json::json!({"provider": "mock"}).to_string();
         let leaf = |w: u32| serde_json::json!({"provider": "mock", "weight": w});
         let tree_config = serde_json::json!({
@@ -305,7 +358,7 @@ fn main() -> Result<()> {
         drive(&direct_url, &[], 4, 1).await;
         drive(&gw_url, &headers, 4, 1).await;
         if args.guardrails > 0 {
-            drive(&gw_url, &guarded, 4, 1).await;
+            drive(&guarded_url, guarded, 4, 1).await;
         }
         if args.tree {
             drive(&gw_url, &single, 4, 1).await;
@@ -355,14 +408,18 @@ fn main() -> Result<()> {
                 ms(through.pct(0.99).saturating_sub(direct.pct(0.99))),
             );
             if args.guardrails > 0 {
-                let (u0, s0) = cpu_split(gw.pid())?;
-                let run = drive(&gw_url, &guarded, c, args.seconds).await;
-                let (u1, s1) = cpu_split(gw.pid())?;
+                let (u0, s0) = cpu_split(guarded_pid)?;
+                let run = drive(&guarded_url, guarded, c, args.seconds).await;
+                let (u1, s1) = cpu_split(guarded_pid)?;
                 let n = run.requests.max(1) as f64;
                 let guarded_per_req = ((u1 - u0) + (s1 - s0)) / n * 1e6;
                 println!(
-                    "| {c} | gateway + {} guardrails | {:.0} | {} | {} | {} | {guarded_per_req:.1} µs ({:.0} user + {:.0} sys; {:.2}x plain) | | |",
-                    args.guardrails,
+                    "| {c} | gateway + {} | {:.0} | {} | {} | {} | {guarded_per_req:.1} µs ({:.0} user + {:.0} sys; {:.2}x plain) | | |",
+                    if args.governance {
+                        "key + rate limit".to_owned()
+                    } else {
+                        format!("{} guardrails", args.guardrails)
+                    },
                     run.rps(),
                     ms(run.pct(0.5)),
                     ms(run.pct(0.99)),
@@ -376,7 +433,8 @@ fn main() -> Result<()> {
                 let (mut plain, mut with_hooks, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..args.rounds {
                     let p = cpu_per_req(&gw_url, &headers, c, args.seconds, gw.pid()).await?;
-                    let g = cpu_per_req(&gw_url, &guarded, c, args.seconds, gw.pid()).await?;
+                    let g =
+                        cpu_per_req(&guarded_url, guarded, c, args.seconds, guarded_pid).await?;
                     plain.push(p);
                     with_hooks.push(g);
                     diffs.push(g - p);
