@@ -200,14 +200,20 @@ async fn cpu_per_req(
 
 /// A gateway with authentication and a `scope = "key"` rate limit on, and a
 /// member key for it (made with `sluice keys create` in `state`).
-fn governed_gateway(mock: &MockUpstream, state: &sluice_tests::TempDir) -> Result<(Gateway, String)> {
+fn governed_gateway(
+    mock: &MockUpstream,
+    state: &sluice_tests::TempDir,
+) -> Result<(Gateway, String)> {
     let db = state.path.join("state.db");
     let out = std::process::Command::new(sluice_tests::gateway::binary())
         .args(["keys", "create", "--name", "load", "--json", "--state"])
         .arg(&db)
         .output()?;
     if !out.status.success() {
-        bail!("sluice keys create: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "sluice keys create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let made: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let key = made["secret"].as_str().context("no secret")?.to_owned();
@@ -215,7 +221,10 @@ fn governed_gateway(mock: &MockUpstream, state: &sluice_tests::TempDir) -> Resul
         "[log]\nlevel = \"warn\"\n[auth]\nrequired = true\n[state]\npath = \"{}\"\n[[rate_limits]]\nscope = \"key\"\nrpm = 100000000\n",
         db.display()
     );
-    Ok((Gateway::start_with(&config_with_mock(mock, &config), &[]), key))
+    Ok((
+        Gateway::start_with(&config_with_mock(mock, &config), &[]),
+        key,
+    ))
 }
 
 fn median(values: &mut [f64]) -> f64 {
