@@ -192,6 +192,8 @@ impl GatewayError {
                 | PluginError::InvalidConfig { .. },
             ) => "invalid_request_error",
             Self::Plugin(_) => "api_error",
+            // The gateway lacks its master key: not the client's doing.
+            Self::VirtualKey(crate::keys::VirtualKeyError::Sealed(_)) => "api_error",
             _ => "invalid_request_error",
         }
     }
@@ -341,6 +343,65 @@ mod tests {
                 .as_str()
                 .is_some_and(|m| m.contains("`nope`"))
         );
+    }
+
+    #[test]
+    fn key_errors_have_their_statuses_types_and_headers() {
+        use crate::keys::{AuthError, VirtualKeyError};
+        let cases = [
+            (
+                GatewayError::from(AuthError::Missing),
+                401,
+                "invalid_request_error",
+                "missing_api_key",
+            ),
+            (
+                GatewayError::Forbidden("no".into()),
+                403,
+                "invalid_request_error",
+                "forbidden",
+            ),
+            (
+                VirtualKeyError::Unknown("v".into()).into(),
+                401,
+                "invalid_request_error",
+                "invalid_virtual_key",
+            ),
+            (
+                VirtualKeyError::Sealed("v".into()).into(),
+                500,
+                "api_error",
+                "virtual_key_sealed",
+            ),
+            (
+                GatewayError::UnknownKey("k".into()),
+                404,
+                "invalid_request_error",
+                "key_not_found",
+            ),
+        ];
+        for (err, status, ty, code) in cases {
+            assert_eq!(
+                (err.status().as_u16(), err.error_type(), err.code()),
+                (status, ty, code),
+                "{err}"
+            );
+        }
+        let limited = GatewayError::RateLimited {
+            bucket: "key:key_1".into(),
+            limit: 5,
+            retry_after: 7,
+        };
+        assert_eq!(
+            (limited.status().as_u16(), limited.error_type()),
+            (429, "requests")
+        );
+        let response = limited.into_response();
+        let h = response.headers();
+        assert_eq!(h["retry-after"], "7");
+        assert_eq!(h["x-ratelimit-limit-requests"], "5");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(h["x-ratelimit-reset-requests"], "7s");
     }
 
     #[test]
