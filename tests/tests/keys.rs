@@ -343,6 +343,71 @@ async fn the_admin_api_creates_lists_rotates_and_revokes_keys() {
         "bad input made a key"
     );
 
+    // PATCH changes a key's settings, not its secret; null clears one.
+    let path = format!("/admin/keys/{id}");
+    let (s, patched) = admin(
+        &gw,
+        &root,
+        "PATCH",
+        &path,
+        Some(r#"{"name": "svc-2", "allowed_models": ["nope-*"]}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{patched}");
+    assert_eq!(
+        (
+            patched["name"].as_str(),
+            patched["allowed_models"][0].as_str()
+        ),
+        (Some("svc-2"), Some("nope-*"))
+    );
+    assert!(
+        patched["expires_at"].as_i64().is_some(),
+        "untouched fields stay"
+    );
+    let (s, body) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&secret)).await;
+    assert_eq!((s, code(&body)), (403, "forbidden"), "{body}");
+    let (s, patched) = admin(
+        &gw,
+        &root,
+        "PATCH",
+        &path,
+        Some(r#"{"allowed_models": null, "expires_in_days": null}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{patched}");
+    assert!(
+        patched.get("allowed_models").is_none() && patched["expires_at"].is_null(),
+        "{patched}"
+    );
+    let (s, _) = call(&gw, "POST", "/v1/chat/completions", &chat_headers(&secret)).await;
+    assert_eq!(s, 200, "the same secret works again");
+    for (body, want) in [
+        (r#"{"role": "root"}"#, "invalid_request"),
+        (r#"{"name": ""}"#, "invalid_request"),
+        (r#"{"expires_in_days": "soon"}"#, "invalid_request"),
+        (r#"{"allowed_models": []}"#, "invalid_request"),
+        (r#"{"bogus": 1}"#, "malformed_body"),
+        ("[1]", "malformed_body"),
+    ] {
+        let (s, err) = admin(&gw, &root, "PATCH", &path, Some(body)).await;
+        assert_eq!((s, code(&err)), (400, want), "{body}: {err}");
+    }
+    let (_, unchanged) = admin(&gw, &root, "GET", &path, None).await;
+    assert_eq!(
+        unchanged["name"], "svc-2",
+        "a refused patch changed nothing"
+    );
+    let (s, err) = admin(
+        &gw,
+        &root,
+        "PATCH",
+        "/admin/keys/key_000000000000",
+        Some("{}"),
+    )
+    .await;
+    assert_eq!((s, code(&err)), (404, "key_not_found"));
+
     // Rotation and revocation apply at once in the gateway that made them.
     let (s, rotated) = admin(
         &gw,

@@ -215,6 +215,24 @@ impl Store {
         self.get(id)
     }
 
+    /// Replaces a key's name, role, expiry and settings (its secret stays);
+    /// the change applies to the next request.
+    pub fn update(&self, key: &KeyRecord) -> Result<KeyRecord, StoreError> {
+        let settings =
+            serde_json::to_string(&key.settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let changed = self.db.with(|c| {
+            c.execute(
+                "UPDATE gateway_keys SET name = ?2, role = ?3, expires_at = ?4, settings = ?5 WHERE id = ?1",
+                params![key.id, key.name, key.role.as_str(), key.expires_at, settings],
+            )
+        })?;
+        if changed == 0 {
+            return Err(StoreError::NoSuchKey(key.id.clone()));
+        }
+        self.reload()?;
+        self.get(&key.id)
+    }
+
     /// Gives a key a new secret; the old one stops working. Its id, name,
     /// role and expiry stay.
     pub fn rotate(&self, id: &str) -> Result<(KeyRecord, String), StoreError> {

@@ -4,6 +4,8 @@
 //! - `POST /admin/keys` `{"name", "role"?, "expires_in_days"?}` → 201 with the
 //!   key and its secret (the only time it is shown);
 //! - `GET /admin/keys` → `{"keys": [...]}`; `GET /admin/keys/{id}`;
+//! - `PATCH /admin/keys/{id}` with any of `name`, `role`, `expires_in_days`
+//!   and the settings (`null` clears one): the key's secret stays;
 //! - `POST /admin/keys/{id}/revoke`; `POST /admin/keys/{id}/rotate` (→ the new
 //!   secret);
 //! - `POST /admin/virtual-keys` `{"name", "provider", "key"}` → 201;
@@ -122,6 +124,74 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
 pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let result = blocking(&state.keys, move |s| s.get(&id)).await;
     reply(result.map(|k| k.to_json()), StatusCode::OK)
+}
+
+/// The fields `PATCH /admin/keys/{id}` may change, besides the settings'.
+const PATCHABLE: &[&str] = &["name", "role", "expires_in_days"];
+
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let patch: serde_json::Map<String, Value> =
+            body(&bytes, "a JSON object of the fields to change")?;
+        let id2 = id.clone();
+        let mut key = blocking(&state.keys, move |s| s.get(&id2)).await?;
+        // The settings as JSON, with the patch's settings fields laid over
+        // (null clears one), read back: unknown fields are refused there.
+        let mut settings = match serde_json::to_value(&key.settings) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        for (field, value) in &patch {
+            match (field.as_str(), value) {
+                ("name", Value::String(n)) if !n.trim().is_empty() && n.len() <= 200 => {
+                    key.name = n.clone();
+                }
+                ("role", Value::String(r)) => {
+                    key.role = r
+                        .parse()
+                        .map_err(|e: String| GatewayError::invalid(e, Some("role")))?;
+                }
+                ("expires_in_days", Value::Null) => key.expires_at = None,
+                ("expires_in_days", v) => {
+                    let days = v
+                        .as_u64()
+                        .filter(|d| *d <= u64::from(u32::MAX))
+                        .ok_or_else(|| {
+                            GatewayError::invalid(
+                                "`expires_in_days` must be a whole number of days or null",
+                                Some("expires_in_days"),
+                            )
+                        })?;
+                    key.expires_at = Some(crate::keys::now() + days as i64 * 86_400);
+                }
+                (f, _) if PATCHABLE.contains(&f) => {
+                    return Err(GatewayError::invalid(
+                        format!("`{f}` cannot take that value"),
+                        Some(f),
+                    ));
+                }
+                (_, Value::Null) => {
+                    settings.remove(field);
+                }
+                _ => {
+                    settings.insert(field.clone(), value.clone());
+                }
+            }
+        }
+        key.settings = serde_json::from_value(Value::Object(settings))
+            .map_err(|e| GatewayError::MalformedBody(format!("cannot change the key: {e}")))?;
+        key.settings
+            .check(&state.config)
+            .map_err(|why| GatewayError::invalid(why, None))?;
+        let updated = blocking(&state.keys, move |s| s.update(&key)).await?;
+        Ok(updated.to_json())
+    }
+    .await;
+    reply(result, StatusCode::OK)
 }
 
 pub async fn revoke(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {

@@ -107,7 +107,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/keys",
             get(admin_keys::list).post(admin_keys::create),
         )
-        .route("/admin/keys/{id}", get(admin_keys::get))
+        .route(
+            "/admin/keys/{id}",
+            get(admin_keys::get).patch(admin_keys::update),
+        )
         .route("/admin/keys/{id}/revoke", post(admin_keys::revoke))
         .route("/admin/keys/{id}/rotate", post(admin_keys::rotate))
         .route(
