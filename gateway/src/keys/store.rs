@@ -31,10 +31,6 @@ pub enum StoreError {
         "virtual keys need a master key: set SLUICE_MASTER_KEY (32 bytes in base64) or [state] master_key_file"
     )]
     NoMasterKey,
-    #[error(
-        "virtual key `{0}` was encrypted with another master key: restore that key, or set this one again with `sluice virtual-keys rotate`"
-    )]
-    WrongMasterKey(String),
 }
 
 type Snapshot = HashMap<[u8; 32], Arc<KeyRecord>>;
