@@ -114,3 +114,64 @@ impl Db {
         self.with(|c| c.pragma_query_value(None, "data_version", |r| r.get(0)))
     }
 }
+
+/// A value read from the database and kept in memory: re-read after this
+/// process's own writes ([`Cached::reload`]) and when another connection has
+/// committed since ([`Cached::refresh`], by `data_version`).
+pub struct Cached<T> {
+    value: std::sync::RwLock<std::sync::Arc<T>>,
+    /// The database's `data_version` when the value was read.
+    version: Mutex<i64>,
+}
+
+impl<T: Default> Default for Cached<T> {
+    fn default() -> Self {
+        Self {
+            value: std::sync::RwLock::new(std::sync::Arc::default()),
+            version: Mutex::new(-1),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Cached<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cached").field(&self.get()).finish()
+    }
+}
+
+impl<T> Cached<T> {
+    /// The value now.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        self.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the value with `load`.
+    pub fn reload<E: From<StateError>>(
+        &self,
+        db: &Db,
+        load: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(), E> {
+        let version = db.data_version()?;
+        self.store(version, load()?);
+        Ok(())
+    }
+
+    /// Re-reads the value with `load` when another connection committed
+    /// since the last read.
+    pub fn refresh<E: From<StateError>>(
+        &self,
+        db: &Db,
+        load: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(), E> {
+        let version = db.data_version()?;
+        if version != *self.version.lock().unwrap_or_else(|e| e.into_inner()) {
+            self.store(version, load()?);
+        }
+        Ok(())
+    }
+
+    fn store(&self, version: i64, value: T) {
+        *self.value.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(value);
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
+    }
+}

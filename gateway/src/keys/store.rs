@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::state::{Db, StateError};
+use crate::state::{Cached, Db, StateError};
 
 use super::{AuthError, KeyRecord, KeySettings, Role, generate, hash, hint, now};
 
@@ -39,9 +39,7 @@ type Snapshot = HashMap<[u8; 32], Arc<KeyRecord>>;
 #[derive(Debug)]
 pub struct Store {
     db: Arc<Db>,
-    snapshot: RwLock<Arc<Snapshot>>,
-    /// The database's `data_version` when the snapshot was taken.
-    version: Mutex<i64>,
+    snapshot: Cached<Snapshot>,
 }
 
 impl Store {
@@ -49,8 +47,7 @@ impl Store {
     pub fn new(db: Arc<Db>) -> Result<Self, StoreError> {
         let store = Self {
             db,
-            snapshot: RwLock::new(Arc::default()),
-            version: Mutex::new(-1),
+            snapshot: Cached::default(),
         };
         store.reload()?;
         Ok(store)
@@ -64,15 +61,15 @@ impl Store {
     /// Re-reads the keys when another connection changed the database since
     /// the last read.
     pub fn refresh(&self) -> Result<(), StoreError> {
-        let current = self.db.data_version()?;
-        if current != *self.version.lock().unwrap_or_else(|e| e.into_inner()) {
-            self.reload()?;
-        }
-        Ok(())
+        self.snapshot.refresh(&self.db, || self.read())
     }
 
     fn reload(&self) -> Result<(), StoreError> {
-        let version = self.db.data_version()?;
+        self.snapshot.reload(&self.db, || self.read())
+    }
+
+    /// Every key, by the hash of its secret.
+    fn read(&self) -> Result<Snapshot, StoreError> {
         let rows = self.db.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT hash, id, name, role, hint, created_at, expires_at, revoked_at, settings FROM gateway_keys",
@@ -83,22 +80,15 @@ impl Store {
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        let snapshot: Snapshot = rows
+        Ok(rows
             .into_iter()
             .filter_map(|(h, key)| Some((<[u8; 32]>::try_from(h.as_slice()).ok()?, Arc::new(key))))
-            .collect();
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
-        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
-        Ok(())
+            .collect())
     }
 
     /// The key a secret belongs to, if it is usable now.
     pub fn authenticate(&self, secret: &str) -> Result<Arc<KeyRecord>, AuthError> {
-        let snapshot = self
-            .snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let snapshot = self.snapshot.get();
         let key = snapshot.get(&hash(secret)).ok_or(AuthError::Unknown)?;
         match key.status(now()) {
             "revoked" => Err(AuthError::Revoked),
@@ -111,8 +101,7 @@ impl Store {
     pub fn any_active(&self) -> bool {
         let now = now();
         self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .get()
             .values()
             .any(|k| k.status(now) == "active")
     }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use base64::Engine;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -20,7 +20,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{StoreError, now};
 use crate::config::Secret;
-use crate::state::Db;
+use crate::state::{Cached, Db};
 
 /// The key that seals virtual keys.
 pub struct MasterKey {
@@ -153,8 +153,7 @@ type Snapshot = HashMap<String, Result<Arc<Resolved>, VirtualKeyError>>;
 pub struct VirtualKeys {
     db: Arc<Db>,
     master: Option<MasterKey>,
-    snapshot: RwLock<Arc<Snapshot>>,
-    version: Mutex<i64>,
+    snapshot: Cached<Snapshot>,
 }
 
 /// A name: 1 to 64 of ASCII letters, digits, `-`, `_`, `.`.
@@ -178,8 +177,7 @@ impl VirtualKeys {
         let keys = Self {
             db,
             master,
-            snapshot: RwLock::new(Arc::default()),
-            version: Mutex::new(-1),
+            snapshot: Cached::default(),
         };
         keys.reload()?;
         Ok(keys)
@@ -193,15 +191,15 @@ impl VirtualKeys {
 
     /// Re-reads the table when another connection committed since the last read.
     pub fn refresh(&self) -> Result<(), StoreError> {
-        let current = self.db.data_version()?;
-        if current != *self.version.lock().unwrap_or_else(|e| e.into_inner()) {
-            self.reload()?;
-        }
-        Ok(())
+        self.snapshot.refresh(&self.db, || self.read())
     }
 
     fn reload(&self) -> Result<(), StoreError> {
-        let version = self.db.data_version()?;
+        self.snapshot.reload(&self.db, || self.read())
+    }
+
+    /// Every virtual key, opened with the master key, by name.
+    fn read(&self) -> Result<Snapshot, StoreError> {
         type Row = (String, String, Vec<u8>, Vec<u8>, String, Option<i64>);
         let rows: Vec<Row> = self.db.with(|c| {
             let mut stmt = c.prepare(
@@ -219,7 +217,7 @@ impl VirtualKeys {
             })?;
             rows.collect()
         })?;
-        let snapshot: Snapshot = rows
+        Ok(rows
             .into_iter()
             .map(|(name, provider, nonce, sealed, master, revoked)| {
                 let value = if revoked.is_some() {
@@ -239,20 +237,12 @@ impl VirtualKeys {
                 };
                 (name, value)
             })
-            .collect();
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
-        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
-        Ok(())
+            .collect())
     }
 
     /// The provider and secret a virtual key stands for.
     pub fn resolve(&self, name: &str) -> Result<Arc<Resolved>, VirtualKeyError> {
-        let snapshot = self
-            .snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match snapshot.get(name) {
+        match self.snapshot.get().get(name) {
             Some(v) => v.clone(),
             None => Err(VirtualKeyError::Unknown(name.to_owned())),
         }
