@@ -77,16 +77,8 @@ pub fn virtual_keys(command: VirtualKeysCommand) -> anyhow::Result<ExitCode> {
     match command {
         VirtualKeysCommand::Create { name, provider, at } => {
             let (vkeys, config) = at.open_virtual()?;
-            let known = config.providers.contains(&provider)
-                || sluice::plugins::builtin::BUILTINS
-                    .iter()
-                    .any(|(n, _)| *n == provider)
-                || config
-                    .plugins_dir
-                    .join(format!("{provider}.wasm"))
-                    .is_file();
             anyhow::ensure!(
-                known,
+                config.knows_provider(&provider),
                 "unknown provider `{provider}`: see the provider list in README.md"
             );
             let info = vkeys.create(&name, &provider, &secret_from_stdin()?)?;

@@ -162,6 +162,11 @@ impl ServerConfig {
         Ok(config)
     }
 
+    /// Whether `slug` names a provider this config can route to.
+    pub fn knows_provider(&self, slug: &str) -> bool {
+        provider_known(&self.providers, &self.plugins_dir, slug)
+    }
+
     /// Whether requests need a gateway key: as `[auth] required` says, else
     /// whenever the server listens beyond loopback.
     pub fn auth_required(&self) -> bool {
@@ -422,13 +427,7 @@ impl ServerConfig {
         // A target's provider is a catalog provider or a provider plugin: a
         // built-in or a file in the plugins directory (its kind is checked when
         // the plugin is loaded; its configuration when the config is).
-        let known = |slug: &str| {
-            providers.contains(slug)
-                || crate::plugins::builtin::BUILTINS
-                    .iter()
-                    .any(|(n, _)| *n == slug)
-                || plugins_dir.join(format!("{slug}.wasm")).is_file()
-        };
+        let known = |slug: &str| provider_known(&providers, &plugins_dir, slug);
         let mut configs = BTreeMap::new();
         if let Some(table) = root.object(&mut p, "configs") {
             for (name, value) in table {
@@ -475,6 +474,17 @@ impl ServerConfig {
             rate_limits,
         })
     }
+}
+
+/// Whether `slug` names a provider: a catalog or `[[providers]]` entry, a
+/// built-in provider plugin, or a `.wasm` file in the plugins directory (its
+/// kind is checked when it is loaded).
+fn provider_known(providers: &Registry, plugins_dir: &Path, slug: &str) -> bool {
+    providers.contains(slug)
+        || crate::plugins::builtin::BUILTINS
+            .iter()
+            .any(|(n, _)| *n == slug)
+        || plugins_dir.join(format!("{slug}.wasm")).is_file()
 }
 
 /// An IP address, or `localhost`.
