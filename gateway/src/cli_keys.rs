@@ -142,8 +142,19 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             default_config,
             metadata,
             rpm,
+            tpm,
+            budget_usd,
+            budget_period,
             at,
         } => {
+            let budget = match budget_usd {
+                Some(usd) => Some(sluice::limits::budget::Budget {
+                    usd,
+                    period: sluice::limits::budget::Period::parse(&budget_period)
+                        .map_err(anyhow::Error::msg)?,
+                }),
+                None => None,
+            };
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let expires = expires_in_days.map(|d| sluice::keys::now() + i64::from(d) * 86_400);
             let mut settings = KeySettings {
@@ -152,6 +163,8 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 default_config,
                 metadata: serde_json::Map::new(),
                 rpm,
+                tpm,
+                budget,
             };
             for pair in metadata {
                 let (k, v) = pair

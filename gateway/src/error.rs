@@ -99,12 +99,24 @@ pub enum GatewayError {
     VirtualKey(#[from] crate::keys::VirtualKeyError),
     /// A rate limit's bucket is full for this minute.
     #[error(
-        "rate limit reached for {bucket}: {limit} requests per minute; retry in {retry_after} s"
+        "rate limit reached for {bucket}: {limit} {} per minute; retry in {retry_after} s",
+        unit.label()
     )]
     RateLimited {
         bucket: String,
+        unit: crate::limits::Unit,
         limit: u64,
         retry_after: u64,
+    },
+    /// A budget the request counts against is spent.
+    #[error(
+        "budget exhausted for {bucket}: ${spent:.4} spent of ${:.4} per {}",
+        budget.usd, budget.period.label()
+    )]
+    BudgetExhausted {
+        bucket: String,
+        budget: crate::limits::budget::Budget,
+        spent: f64,
     },
     /// The admin API was asked for a gateway key that does not exist.
     #[error("no key named `{0}`")]
@@ -143,6 +155,8 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // Portkey's status for an exhausted budget.
+            Self::BudgetExhausted { .. } => StatusCode::PRECONDITION_FAILED,
             Self::VirtualKey(crate::keys::VirtualKeyError::Sealed(_)) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -174,8 +188,9 @@ impl GatewayError {
             | Self::UpstreamTimeout { .. }
             | Self::DeadlinePassed { .. } => "timeout_error",
             Self::CircuitOpen { .. } => "api_error",
-            // OpenAI's type for a requests-per-minute limit.
-            Self::RateLimited { .. } => "requests",
+            // OpenAI's types for its per-minute limits.
+            Self::RateLimited { unit, .. } => unit.label(),
+            Self::BudgetExhausted { .. } => "budget_exceeded",
             Self::CredentialExchange {
                 status: 400 | 401 | 403,
                 ..
@@ -225,6 +240,7 @@ impl GatewayError {
             Self::Forbidden(_) => "forbidden",
             Self::UnknownKey(_) => "key_not_found",
             Self::RateLimited { .. } => "rate_limit_exceeded",
+            Self::BudgetExhausted { .. } => "budget_exceeded",
             Self::VirtualKey(e) => match e {
                 crate::keys::VirtualKeyError::Unknown(_) => "invalid_virtual_key",
                 crate::keys::VirtualKeyError::Revoked(_) => "revoked_virtual_key",
@@ -313,10 +329,18 @@ impl IntoResponse for GatewayError {
             );
         }
         if let Self::RateLimited {
-            limit, retry_after, ..
+            limit,
+            retry_after,
+            unit,
+            ..
         } = &self
         {
-            crate::limits::headers(response.headers_mut(), *limit, 0, *retry_after);
+            let quota = crate::limits::Quota {
+                limit: *limit,
+                remaining: 0,
+                reset: *retry_after,
+            };
+            crate::limits::headers(response.headers_mut(), *unit, quota);
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from((*retry_after).max(1)),
@@ -389,6 +413,7 @@ mod tests {
         }
         let limited = GatewayError::RateLimited {
             bucket: "key:key_1".into(),
+            unit: crate::limits::Unit::Requests,
             limit: 5,
             retry_after: 7,
         };
@@ -402,6 +427,32 @@ mod tests {
         assert_eq!(h["x-ratelimit-limit-requests"], "5");
         assert_eq!(h["x-ratelimit-remaining-requests"], "0");
         assert_eq!(h["x-ratelimit-reset-requests"], "7s");
+        let tokens = GatewayError::RateLimited {
+            bucket: "key:key_1".into(),
+            unit: crate::limits::Unit::Tokens,
+            limit: 1000,
+            retry_after: 3,
+        };
+        assert_eq!(tokens.error_type(), "tokens");
+        let response = tokens.into_response();
+        assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "1000");
+        assert_eq!(response.headers()["x-ratelimit-remaining-tokens"], "0");
+        let budget = GatewayError::BudgetExhausted {
+            bucket: "virtual_key:team".into(),
+            budget: crate::limits::budget::Budget {
+                usd: 5.0,
+                period: crate::limits::budget::Period::Month,
+            },
+            spent: 5.25,
+        };
+        assert_eq!(
+            (budget.status().as_u16(), budget.code()),
+            (412, "budget_exceeded")
+        );
+        assert_eq!(
+            budget.to_string(),
+            "budget exhausted for virtual_key:team: $5.2500 spent of $5.0000 per month"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;
+pub mod usage;
 
 pub use error::GatewayError;
 

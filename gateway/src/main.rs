@@ -128,6 +128,16 @@ enum KeysCommand {
         /// Requests per minute for this key (in place of a `scope = "key"` rule).
         #[arg(long)]
         rpm: Option<u64>,
+        /// Tokens per minute for this key (likewise).
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Dollars this key may spend per --budget-period (in place of a
+        /// `scope = "key"` budget).
+        #[arg(long)]
+        budget_usd: Option<f64>,
+        /// day, month or total.
+        #[arg(long, default_value = "month")]
+        budget_period: String,
         #[command(flatten)]
         at: cli_keys::StateArgs,
     },
@@ -305,7 +315,14 @@ fn serve(
         anyhow::bail!("invalid config:\n  {}", problems.join("\n  "));
     }
     let _watcher = sluice::plugins::host::watch(&config.plugins, &plugins);
-    let (keys, vkeys) = open_keys(&config)?;
+    let (db, keys, vkeys) = open_keys(&config)?;
+    let budgets = Arc::new(sluice::limits::budget::Budgets::default());
+    budgets.restore(sluice::usage::budget_spend(&db, sluice::keys::now())?);
+    let usage = Arc::new(sluice::usage::Recorder::start(
+        &config.state_path,
+        config.usage.clone(),
+    )?);
+    let pricing = Arc::new(sluice::usage::Pricing::new(config.pricing.clone()));
 
     let addr = SocketAddr::new(config.host, config.port);
     let workers = match config.workers {
@@ -333,6 +350,9 @@ fn serve(
         keys,
         vkeys,
         rate: Arc::default(),
+        budgets,
+        usage: usage.clone(),
+        pricing,
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");
@@ -349,7 +369,16 @@ fn serve(
         }
     });
     let _ = stop.send(true);
-    running.join()?;
+    let joined = running.join();
+    // Every answer has ended or been dropped: their records are queued.
+    usage.close();
+    let (written, dropped) = usage.counts();
+    tracing::info!(
+        records_written = written,
+        records_dropped = dropped,
+        "request log closed"
+    );
+    joined?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -359,11 +388,15 @@ fn serve(
 /// requests are authenticated.
 fn open_keys(
     config: &ServerConfig,
-) -> anyhow::Result<(Arc<sluice::keys::Store>, Arc<sluice::keys::VirtualKeys>)> {
+) -> anyhow::Result<(
+    Arc<sluice::state::Db>,
+    Arc<sluice::keys::Store>,
+    Arc<sluice::keys::VirtualKeys>,
+)> {
     let db = Arc::new(sluice::state::Db::open(&config.state_path)?);
     let keys = Arc::new(sluice::keys::Store::new(db.clone())?);
     let master = sluice::keys::MasterKey::from_env_or_file(config.master_key_file.as_deref())?;
-    let vkeys = Arc::new(sluice::keys::VirtualKeys::new(db, master)?);
+    let vkeys = Arc::new(sluice::keys::VirtualKeys::new(db.clone(), master)?);
     let (weak_keys, weak_vkeys) = (Arc::downgrade(&keys), Arc::downgrade(&vkeys));
     std::thread::Builder::new()
         .name("sluice-keys".into())
@@ -389,5 +422,5 @@ fn open_keys(
         ),
         _ => {}
     }
-    Ok((keys, vkeys))
+    Ok((db, keys, vkeys))
 }

@@ -1,5 +1,5 @@
-//! The state database: one SQLite file (`[state] path`) holding gateway keys
-//! and virtual keys. One connection, shared; WAL so the CLI can write while a
+//! The state database: one SQLite file (`[state] path`) holding gateway keys,
+//! virtual keys and the request log. One connection, shared; WAL so the CLI can write while a
 //! gateway reads; the schema migrated forward by `PRAGMA user_version`.
 //!
 //! Stores built on it ([`crate::keys::Store`], [`crate::keys::VirtualKeys`])
@@ -36,6 +36,42 @@ const MIGRATIONS: &[&str] = &[
     )",
     // A gateway key's settings (keys::KeySettings) as JSON.
     "ALTER TABLE gateway_keys ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'",
+    // The request log (usage::Record); ts in Unix milliseconds, cost in USD.
+    "CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        trace_id TEXT NOT NULL,
+        key_id TEXT,
+        virtual_key TEXT,
+        provider TEXT,
+        model TEXT,
+        route TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttft_ms INTEGER,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        cached_tokens INTEGER,
+        cost REAL,
+        cache TEXT,
+        retries INTEGER NOT NULL,
+        target TEXT,
+        stream INTEGER NOT NULL,
+        hook_results TEXT,
+        metadata TEXT,
+        request_body TEXT,
+        response_body TEXT
+    );
+    CREATE INDEX requests_ts ON requests (ts);
+    CREATE INDEX requests_key_ts ON requests (key_id, ts);
+    CREATE INDEX requests_virtual_key_ts ON requests (virtual_key, ts);
+    -- limits::budget: dollars spent per bucket and period (start, Unix s).
+    CREATE TABLE budget_spend (
+        bucket TEXT NOT NULL,
+        period_start INTEGER NOT NULL,
+        usd REAL NOT NULL,
+        PRIMARY KEY (bucket, period_start)
+    )",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +79,17 @@ const MIGRATIONS: &[&str] = &[
 pub struct StateError {
     path: String,
     #[source]
-    source: rusqlite::Error,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StateError {
+    /// An I/O error about the database (a thread that would serve it).
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// The state database.
@@ -62,9 +108,9 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        let err = |source| StateError {
+        let err = |source: rusqlite::Error| StateError {
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         };
         let conn = Connection::open(path).map_err(err)?;
         // WAL: readers (the gateway) and a writer (the CLI) do not block each
@@ -105,7 +151,7 @@ impl Db {
     ) -> Result<T, StateError> {
         f(&self.conn()).map_err(|source| StateError {
             path: self.path.display().to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 

@@ -74,6 +74,30 @@ pub async fn admin(
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// A gateway key made with `sluice keys create --name NAME ...` against the
+/// server config at `config_file`: its id and its secret.
+pub fn cli_key(config_file: &std::path::Path, name: &str, extra: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(gateway::binary())
+        .args(["keys", "create", "--name", name, "--json", "--config"])
+        .arg(config_file)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("sluice keys: {e}"));
+    assert!(
+        out.status.success(),
+        "sluice keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("keys json: {e}"));
+    let field = |f: &serde_json::Value| {
+        f.as_str()
+            .unwrap_or_else(|| panic!("unexpected keys json {v}"))
+            .to_owned()
+    };
+    (field(&v["key"]["id"]), field(&v["secret"]))
+}
+
 /// A reqwest client for tests: no proxy, bounded time.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

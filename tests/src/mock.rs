@@ -335,7 +335,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let model = json["model"].as_str().unwrap_or("mock-model").to_owned();
     if path.ends_with("/chat/completions") {
         if json["stream"] == true {
-            return stream(shared, &model, fault);
+            let usage = json["stream_options"]["include_usage"] == true;
+            return stream(shared, &model, fault, usage);
         }
         if let Some(name) = json["tools"][0]["function"]["name"].as_str() {
             return axum::Json(json!({
@@ -474,7 +475,15 @@ impl Drop for DropWatch {
     }
 }
 
-fn stream(shared: Arc<Shared>, model: &str, fault: &str) -> Response {
+/// OpenAI's last chunk when asked for `stream_options.include_usage`.
+pub fn usage_chunk(model: &str) -> String {
+    let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+        "model": model, "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}});
+    format!("data: {chunk}\n\n")
+}
+
+fn stream(shared: Arc<Shared>, model: &str, fault: &str, usage: bool) -> Response {
     if fault == "cutfirst" || fault == "stall" {
         let stall = fault == "stall";
         let first = stream_events(model, 2).swap_remove(0);
@@ -508,7 +517,11 @@ fn stream(shared: Arc<Shared>, model: &str, fault: &str) -> Response {
     let events = if endless {
         Vec::new()
     } else {
-        stream_events(model, count)
+        let mut events = stream_events(model, count);
+        if usage {
+            events.insert(events.len() - 1, usage_chunk(model));
+        }
+        events
     };
     let model = model.to_owned();
     let watch = DropWatch {

@@ -21,9 +21,26 @@
 //! consecutive_failures = 5         # error_rate 0.5 over min_requests 20 in window_ms 30000,
 //! cool_down_ms = 30000             # enabled true
 //!
-//! [[rate_limits]]                 # requests per minute; see limits/mod.rs
+//! [[rate_limits]]                 # per minute; see limits/mod.rs
 //! scope = "metadata.user"          # key | virtual_key | metadata.NAME
-//! rpm = 60
+//! rpm = 60                         # requests; and/or
+//! tpm = 100000                     # tokens (counted from answers)
+//!
+//! [[budgets]]                     # see limits/budget.rs
+//! scope = "virtual_key"            # key | virtual_key | metadata.NAME
+//! name = "team-a"                  # only this one (default: each)
+//! usd = 50.0
+//! period = "month"                 # day | month (default) | total
+//!
+//! [usage]                          # the request log; see usage/mod.rs
+//! enabled = true                   # retention_days 30 (0: forever),
+//! log_bodies = false               # max_body_bytes 16384 (secrets redacted)
+//!
+//! [[pricing]]                      # USD per million tokens, over usage/pricing.toml
+//! provider = "azure-openai"        # optional: any provider
+//! model = "gpt-4o"
+//! input = 2.5                      # output, cached_input (default: input)
+//! output = 10.0
 //!
 //! [ssrf]
 //! allow_loopback = true
@@ -34,7 +51,8 @@
 //!                                  # the server listens beyond loopback, off on loopback
 //!
 //! [state]
-//! path = "sluice.db"               # SQLite: gateway and virtual keys (relative to this file)
+//! path = "sluice.db"               # SQLite: keys, virtual keys, the request log
+//!                                  # (relative to this file)
 //! master_key_file = "master.key"   # seals virtual keys; env SLUICE_MASTER_KEY wins
 //!
 //! [plugins]                      # see config/plugins.rs: cache, watch, limits
@@ -138,8 +156,15 @@ pub struct ServerConfig {
     /// `[state] master_key_file`: the key that seals virtual keys
     /// (`SLUICE_MASTER_KEY` wins).
     pub master_key_file: Option<PathBuf>,
-    /// `[[rate_limits]]`: requests per minute by key, virtual key or metadata.
+    /// `[[rate_limits]]`: requests and tokens per minute by key, virtual key
+    /// or metadata.
     pub rate_limits: Vec<crate::limits::RateRule>,
+    /// `[[budgets]]`: dollars per period by key, virtual key or metadata.
+    pub budgets: Vec<crate::limits::budget::BudgetRule>,
+    /// `[usage]`: the request log.
+    pub usage: crate::usage::UsageSettings,
+    /// `[[pricing]]`: prices over the shipped list.
+    pub pricing: Vec<crate::usage::PriceEntry>,
 }
 
 impl ServerConfig {
@@ -194,6 +219,9 @@ impl ServerConfig {
                 "auth",
                 "state",
                 "rate_limits",
+                "budgets",
+                "usage",
+                "pricing",
             ],
             |_| false,
         );
@@ -309,42 +337,145 @@ impl ServerConfig {
             master_key_file = s.str(&mut p, "master_key_file").map(PathBuf::from);
         }
 
-        let mut rate_limits = Vec::new();
-        for (i, item) in root
-            .array(&mut p, "rate_limits")
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
+        // A rule's scope: key, virtual_key or metadata.NAME.
+        let scope = |p: &mut Problems, o: &Obj<'_, '_>, path: &str| match o
+            .str(p, "scope")
+            .map(|s| crate::limits::Scope::parse(&s))
         {
+            Some(Ok(scope)) => Some(scope),
+            Some(Err(why)) => {
+                p.push(&format!("{path}.scope"), why);
+                None
+            }
+            None => {
+                p.push(
+                    &format!("{path}.scope"),
+                    "missing: key, virtual_key or metadata.NAME",
+                );
+                None
+            }
+        };
+        let items = |p: &mut Problems, name: &str| root.array(p, name).cloned().unwrap_or_default();
+
+        let mut rate_limits = Vec::new();
+        for (i, item) in items(&mut p, "rate_limits").iter().enumerate() {
             let path = format!("rate_limits[{i}]");
             let Some(o) = Obj::new(&mut p, &path, item) else {
                 continue;
             };
-            o.deny_unknown(&mut p, &["scope", "rpm"], |_| false);
-            let scope = match o
-                .str(&mut p, "scope")
-                .map(|s| crate::limits::Scope::parse(&s))
-            {
-                Some(Ok(scope)) => Some(scope),
-                Some(Err(why)) => {
-                    p.push(&format!("{path}.scope"), why);
-                    None
-                }
-                None => {
-                    p.push(
-                        &format!("{path}.scope"),
-                        "missing: key, virtual_key or metadata.NAME",
-                    );
-                    None
-                }
-            };
+            o.deny_unknown(&mut p, &["scope", "rpm", "tpm"], |_| false);
+            let scope = scope(&mut p, &o, &path);
             let rpm = o.uint(&mut p, "rpm", 1, 100_000_000);
-            if rpm.is_none() && o.get("rpm").is_none() {
-                p.push(&format!("{path}.rpm"), "missing: requests per minute");
+            let tpm = o.uint(&mut p, "tpm", 1, 1 << 50);
+            if o.get("rpm").is_none() && o.get("tpm").is_none() {
+                p.push(
+                    &path,
+                    "missing: rpm (requests per minute) or tpm (tokens per minute)",
+                );
             }
-            if let (Some(scope), Some(rpm)) = (scope, rpm) {
-                rate_limits.push(crate::limits::RateRule { scope, rpm });
+            if let Some(scope) = scope
+                && (rpm.is_some() || tpm.is_some())
+            {
+                rate_limits.push(crate::limits::RateRule { scope, rpm, tpm });
+            }
+        }
+
+        let mut budgets = Vec::new();
+        for (i, item) in items(&mut p, "budgets").iter().enumerate() {
+            let path = format!("budgets[{i}]");
+            let Some(o) = Obj::new(&mut p, &path, item) else {
+                continue;
+            };
+            o.deny_unknown(&mut p, &["scope", "name", "usd", "period"], |_| false);
+            let scope = scope(&mut p, &o, &path);
+            let usd = o.number(&mut p, "usd", 0.0);
+            if o.get("usd").is_none() {
+                p.push(&format!("{path}.usd"), "missing: dollars per period");
+            }
+            let period = match o
+                .choice(&mut p, "period", &["day", "month", "total"])
+                .map(crate::limits::budget::Period::parse)
+            {
+                Some(Ok(period)) => Some(period),
+                Some(Err(_)) => None,
+                None if o.get("period").is_none() => Some(crate::limits::budget::Period::Month),
+                None => None,
+            };
+            let budget = match (usd, period) {
+                (Some(usd), Some(period)) => {
+                    let budget = crate::limits::budget::Budget { usd, period };
+                    match budget.check() {
+                        Ok(()) => Some(budget),
+                        Err(why) => {
+                            p.push(&format!("{path}.usd"), why);
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let (Some(scope), Some(budget)) = (scope, budget) {
+                budgets.push(crate::limits::budget::BudgetRule {
+                    scope,
+                    name: o.str(&mut p, "name"),
+                    budget,
+                });
+            }
+        }
+
+        let mut usage = crate::usage::UsageSettings::default();
+        if let Some(s) = section(&mut p, "usage") {
+            s.deny_unknown(
+                &mut p,
+                &["enabled", "retention_days", "log_bodies", "max_body_bytes"],
+                |_| false,
+            );
+            usage.enabled = s.bool(&mut p, "enabled").unwrap_or(usage.enabled);
+            usage.retention_days = s
+                .uint(&mut p, "retention_days", 0, 36_500)
+                .unwrap_or(usage.retention_days);
+            usage.log_bodies = s.bool(&mut p, "log_bodies").unwrap_or(usage.log_bodies);
+            usage.max_body_bytes = s
+                .uint(&mut p, "max_body_bytes", 0, 16 * 1024 * 1024)
+                .map_or(usage.max_body_bytes, |n| n as usize);
+        }
+
+        let mut pricing = Vec::new();
+        for (i, item) in items(&mut p, "pricing").iter().enumerate() {
+            let path = format!("pricing[{i}]");
+            let Some(o) = Obj::new(&mut p, &path, item) else {
+                continue;
+            };
+            o.deny_unknown(
+                &mut p,
+                &["provider", "model", "input", "output", "cached_input"],
+                |_| false,
+            );
+            let model = o.str(&mut p, "model");
+            if model.is_none() {
+                p.push(&format!("{path}.model"), "missing: the model's name");
+            }
+            let mut price = |key: &str| {
+                let n = o.number(&mut p, key, 0.0);
+                if n.is_none() && o.get(key).is_none() && key != "cached_input" {
+                    p.push(
+                        &format!("{path}.{key}"),
+                        "missing: US dollars per million tokens",
+                    );
+                }
+                n
+            };
+            let (input, output, cached) = (price("input"), price("output"), price("cached_input"));
+            if let (Some(model), Some(input), Some(output)) = (model, input, output) {
+                pricing.push(crate::usage::PriceEntry {
+                    provider: o.str(&mut p, "provider"),
+                    model,
+                    price: crate::usage::Price {
+                        input,
+                        output,
+                        cached_input: cached.unwrap_or(input),
+                    },
+                });
             }
         }
 
@@ -472,6 +603,9 @@ impl ServerConfig {
             state_path,
             master_key_file,
             rate_limits,
+            budgets,
+            usage,
+            pricing,
         })
     }
 }

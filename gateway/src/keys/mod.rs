@@ -92,6 +92,13 @@ pub struct KeySettings {
     /// rule with `scope = "key"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u64>,
+    /// Tokens per minute for this key, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Dollars this key may spend, in place of a `[[budgets]]` rule with
+    /// `scope = "key"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::limits::budget::Budget>,
 }
 
 impl KeySettings {
@@ -111,6 +118,12 @@ impl KeySettings {
         }
         if self.rpm == Some(0) {
             return Err("`rpm` must be at least 1".into());
+        }
+        if self.tpm == Some(0) {
+            return Err("`tpm` must be at least 1".into());
+        }
+        if let Some(b) = &self.budget {
+            b.check()?;
         }
         if let Some((k, _)) = self.metadata.iter().find(|(_, v)| !v.is_string()) {
             return Err(format!("`metadata` values must be strings; `{k}` is not"));

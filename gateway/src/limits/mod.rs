@@ -1,15 +1,22 @@
-//! Rate limits: requests per minute per gateway key, per virtual key and per
-//! metadata value (`[[rate_limits]]` in the server config; a key's own `rpm`
-//! replaces the rule for its scope).
+//! Rate limits and budgets.
 //!
-//! Windows are fixed minutes (the same arithmetic an `INCR` + `EXPIRE` store
-//! does), counted in memory. A request is counted against every bucket that
-//! applies or none: when one is full it is refused (429, `Retry-After` the
-//! seconds to the bucket's next minute) and the others are not charged. The
-//! tightest bucket's state is reported in OpenAI's `x-ratelimit-*-requests`
-//! headers.
+//! Rate limits: requests and tokens per minute per gateway key, per virtual
+//! key and per metadata value (`[[rate_limits]]` in the server config; a
+//! key's own `rpm` and `tpm` replace the rule for its scope). Windows are
+//! fixed minutes (the same arithmetic an `INCR` + `EXPIRE` store does),
+//! counted in memory. A request is counted against every bucket that applies
+//! or none: when one is full it is refused (429, `Retry-After` the seconds to
+//! the bucket's next minute) and the others are not charged. Tokens are
+//! known only when the answer ends, so they are charged then: a bucket
+//! refuses once the minute's tokens have reached its `tpm`. The tightest
+//! bucket's state is reported in OpenAI's `x-ratelimit-*-requests` and
+//! `x-ratelimit-*-tokens` headers.
+//!
+//! Budgets ([`budget`]): US dollars per day, month or in total.
 //!
 //! This module calls nothing else in the pipeline.
+
+pub mod budget;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -48,100 +55,202 @@ impl Scope {
     }
 }
 
-/// `[[rate_limits]]`: requests per minute for each value of a scope.
+/// `[[rate_limits]]`: requests and/or tokens per minute for each value of a
+/// scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateRule {
     pub scope: Scope,
-    pub rpm: u64,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Requests,
+    Tokens,
+}
+
+impl Unit {
+    /// OpenAI's word for it (its 429's error type, its headers' suffix).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
 }
 
 /// One bucket a request is counted in: its identity (scope and value) and
-/// its limit.
+/// its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bucket {
     /// `key:key_…`, `virtual_key:NAME`, `metadata.user:alice`: what a 429
     /// names (never a secret).
     pub id: String,
-    pub rpm: u64,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
-/// A request let through: the tightest bucket's state.
+/// One limit's state after a request was let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted {
+pub struct Quota {
     pub limit: u64,
     pub remaining: u64,
     /// Seconds until its window restarts.
     pub reset: u64,
 }
 
+/// A request let through: the tightest bucket's state for each unit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admitted {
+    pub requests: Option<Quota>,
+    pub tokens: Option<Quota>,
+}
+
 /// A request refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
     pub bucket: String,
+    pub unit: Unit,
     pub limit: u64,
     /// Seconds until the bucket's next window.
     pub retry_after: u64,
 }
 
+/// One bucket's counts in its current minute.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    minute: u64,
+    requests: u64,
+    tokens: u64,
+}
+
 /// Counters of the current minute, by bucket.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, (u64, u64)>>,
+    windows: Mutex<HashMap<String, Window>>,
 }
 
 /// Past this many buckets, counts of finished minutes are dropped.
 const SWEEP_AT: usize = 10_000;
 
 impl RateLimiter {
-    /// Counts one request in every bucket, or in none when one is full.
-    /// `now` is Unix seconds. `None` when no bucket applies.
-    pub fn admit(&self, buckets: &[Bucket], now: u64) -> Result<Option<Admitted>, Limited> {
+    fn windows(&self, minute: u64) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() > SWEEP_AT {
+            windows.retain(|_, w| w.minute == minute);
+        }
+        windows
+    }
+
+    /// Counts one request in every bucket, or in none when one is full: its
+    /// requests have reached `rpm`, or its tokens `tpm` (tokens are counted
+    /// when answers end, [`RateLimiter::charge_tokens`]). `now` is Unix
+    /// seconds.
+    pub fn admit(&self, buckets: &[Bucket], now: u64) -> Result<Admitted, Limited> {
         if buckets.is_empty() {
-            return Ok(None);
+            return Ok(Admitted::default());
         }
         let minute = now / 60;
         let reset = 60 - now % 60;
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() > SWEEP_AT {
-            windows.retain(|_, (m, _)| *m == minute);
-        }
-        let used = |w: &HashMap<String, (u64, u64)>, id: &str| match w.get(id) {
-            Some((m, n)) if *m == minute => *n,
-            _ => 0,
+        let mut windows = self.windows(minute);
+        let current = |w: &HashMap<String, Window>, id: &str| match w.get(id) {
+            Some(w) if w.minute == minute => *w,
+            _ => Window::default(),
         };
-        if let Some(full) = buckets.iter().find(|b| used(&windows, &b.id) >= b.rpm) {
-            return Err(Limited {
-                bucket: full.id.clone(),
-                limit: full.rpm,
-                retry_after: reset,
-            });
-        }
-        let mut tightest: Option<Admitted> = None;
         for b in buckets {
-            let entry = windows.entry(b.id.clone()).or_insert((minute, 0));
-            if entry.0 != minute {
-                *entry = (minute, 0);
+            let w = current(&windows, &b.id);
+            let full = [
+                (Unit::Requests, b.rpm, w.requests),
+                (Unit::Tokens, b.tpm, w.tokens),
+            ]
+            .into_iter()
+            .find_map(|(unit, limit, used)| {
+                limit.filter(|l| used >= *l).map(|limit| (unit, limit))
+            });
+            if let Some((unit, limit)) = full {
+                return Err(Limited {
+                    bucket: b.id.clone(),
+                    unit,
+                    limit,
+                    retry_after: reset,
+                });
             }
-            entry.1 += 1;
-            let remaining = b.rpm.saturating_sub(entry.1);
-            if tightest.is_none_or(|t| remaining < t.remaining) {
-                tightest = Some(Admitted {
-                    limit: b.rpm,
+        }
+        let mut admitted = Admitted::default();
+        let tighter = |q: &mut Option<Quota>, limit: u64, used: u64| {
+            let remaining = limit.saturating_sub(used);
+            if q.is_none_or(|q| remaining < q.remaining) {
+                *q = Some(Quota {
+                    limit,
                     remaining,
                     reset,
                 });
             }
+        };
+        for b in buckets {
+            let w = windows.entry(b.id.clone()).or_default();
+            if w.minute != minute {
+                *w = Window {
+                    minute,
+                    ..Window::default()
+                };
+            }
+            w.requests += 1;
+            if let Some(rpm) = b.rpm {
+                tighter(&mut admitted.requests, rpm, w.requests);
+            }
+            if let Some(tpm) = b.tpm {
+                tighter(&mut admitted.tokens, tpm, w.tokens);
+            }
         }
-        Ok(tightest)
+        Ok(admitted)
+    }
+
+    /// Adds an answer's tokens to the current minute of every bucket with a
+    /// token limit.
+    pub fn charge_tokens(&self, buckets: &[Bucket], tokens: u64, now: u64) {
+        if tokens == 0 || buckets.iter().all(|b| b.tpm.is_none()) {
+            return;
+        }
+        let minute = now / 60;
+        let mut windows = self.windows(minute);
+        for b in buckets.iter().filter(|b| b.tpm.is_some()) {
+            let w = windows.entry(b.id.clone()).or_default();
+            if w.minute != minute {
+                *w = Window {
+                    minute,
+                    ..Window::default()
+                };
+            }
+            w.tokens += tokens;
+        }
     }
 }
 
-/// OpenAI's `x-ratelimit-*-requests` headers.
-pub fn headers(headers: &mut http::HeaderMap, limit: u64, remaining: u64, reset: u64) {
-    headers.insert("x-ratelimit-limit-requests", limit.into());
-    headers.insert("x-ratelimit-remaining-requests", remaining.into());
-    if let Ok(v) = http::HeaderValue::from_str(&format!("{reset}s")) {
-        headers.insert("x-ratelimit-reset-requests", v);
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
+pub fn headers(headers: &mut http::HeaderMap, unit: Unit, quota: Quota) {
+    let name = |what: &str| {
+        http::HeaderName::from_bytes(format!("x-ratelimit-{what}-{}", unit.label()).as_bytes())
+    };
+    if let (Ok(limit), Ok(remaining), Ok(reset)) = (name("limit"), name("remaining"), name("reset"))
+    {
+        headers.insert(limit, quota.limit.into());
+        headers.insert(remaining, quota.remaining.into());
+        if let Ok(v) = http::HeaderValue::from_str(&format!("{}s", quota.reset)) {
+            headers.insert(reset, v);
+        }
+    }
+}
+
+/// Every header of an admitted request.
+pub fn admitted_headers(h: &mut http::HeaderMap, admitted: &Admitted) {
+    if let Some(q) = admitted.requests {
+        headers(h, Unit::Requests, q);
+    }
+    if let Some(q) = admitted.tokens {
+        headers(h, Unit::Tokens, q);
     }
 }
 
@@ -150,7 +259,15 @@ mod tests {
     use super::*;
 
     fn bucket(id: &str, rpm: u64) -> Bucket {
-        Bucket { id: id.into(), rpm }
+        Bucket {
+            id: id.into(),
+            rpm: Some(rpm),
+            tpm: None,
+        }
+    }
+
+    fn requests(a: Result<Admitted, Limited>) -> Result<Option<u64>, Limited> {
+        a.map(|a| a.requests.map(|q| q.remaining))
     }
 
     #[test]
@@ -160,37 +277,53 @@ mod tests {
         let t = 120; // the start of a minute
         assert_eq!(
             l.admit(&both, t),
-            Ok(Some(Admitted {
-                limit: 2,
-                remaining: 1,
-                reset: 60
-            }))
+            Ok(Admitted {
+                requests: Some(Quota {
+                    limit: 2,
+                    remaining: 1,
+                    reset: 60
+                }),
+                tokens: None,
+            })
         );
-        assert_eq!(
-            l.admit(&both, t + 1).map(|a| a.map(|a| a.remaining)),
-            Ok(Some(0))
-        );
+        assert_eq!(requests(l.admit(&both, t + 1)), Ok(Some(0)));
         let refused = l.admit(&both, t + 15).expect_err("full");
         assert_eq!(
             refused,
             Limited {
                 bucket: "key:a".into(),
+                unit: Unit::Requests,
                 limit: 2,
                 retry_after: 45
             }
         );
         // The user's bucket was not charged for the refused request.
         let user_only = [bucket("metadata.user:u", 10)];
-        assert_eq!(
-            l.admit(&user_only, t + 16).map(|a| a.map(|a| a.remaining)),
-            Ok(Some(7))
-        );
+        assert_eq!(requests(l.admit(&user_only, t + 16)), Ok(Some(7)));
         // The next minute starts empty.
-        assert_eq!(
-            l.admit(&both, t + 60).map(|a| a.map(|a| a.remaining)),
-            Ok(Some(1))
-        );
-        assert_eq!(l.admit(&[], t), Ok(None));
+        assert_eq!(requests(l.admit(&both, t + 60)), Ok(Some(1)));
+        assert_eq!(l.admit(&[], t), Ok(Admitted::default()));
+    }
+
+    #[test]
+    fn tokens_are_charged_after_and_refuse_once_spent() {
+        let l = RateLimiter::default();
+        let b = [Bucket {
+            id: "key:a".into(),
+            rpm: None,
+            tpm: Some(100),
+        }];
+        let t = 600;
+        let tokens = |a: Result<Admitted, Limited>| a.map(|a| a.tokens.map(|q| q.remaining));
+        assert_eq!(tokens(l.admit(&b, t)), Ok(Some(100)));
+        l.charge_tokens(&b, 60, t + 1);
+        // Under the limit: let through, though this answer may go over it.
+        assert_eq!(tokens(l.admit(&b, t + 2)), Ok(Some(40)));
+        l.charge_tokens(&b, 60, t + 3);
+        let refused = l.admit(&b, t + 4).expect_err("spent");
+        assert_eq!(refused.unit, Unit::Tokens);
+        assert_eq!(refused.retry_after, 56);
+        assert_eq!(tokens(l.admit(&b, t + 60)), Ok(Some(100)));
     }
 
     #[test]

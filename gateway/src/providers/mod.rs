@@ -151,6 +151,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// How a stream's token usage is had when the client did not ask for it
+    /// (the gateway counts tokens for limits, budgets and the request log).
+    fn stream_usage(&self) -> StreamUsage {
+        StreamUsage::IfAsked
+    }
+
     /// A translator for a streamed 2xx answer into OpenAI's SSE chunks; `None`
     /// passes the upstream's SSE through as it is.
     fn stream_translator<'a>(
@@ -160,6 +166,19 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     ) -> ProviderFuture<'a, Option<Box<dyn ChunkTranslator>>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+}
+
+/// How a provider's streams report token usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamUsage {
+    /// Only when the client asks (`stream_options.include_usage`).
+    IfAsked,
+    /// The adapter makes OpenAI's usage chunk from its upstream's stream
+    /// when [`AnswerOptions::include_usage`] says so.
+    Translated,
+    /// The upstream speaks OpenAI's format and takes
+    /// `stream_options.include_usage` in the body.
+    Requested,
 }
 
 /// What mapping an answer needs to know of the request.

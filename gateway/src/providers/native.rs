@@ -214,6 +214,10 @@ impl<T: Native> super::Provider for T {
         true
     }
 
+    fn stream_usage(&self) -> super::StreamUsage {
+        super::StreamUsage::Translated
+    }
+
     fn map_response<'a>(
         &'a self,
         endpoint: Endpoint,

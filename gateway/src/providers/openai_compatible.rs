@@ -232,6 +232,14 @@ impl Provider for OpenAiCompatible {
     fn build_request<'a>(&'a self, call: &'a Call<'a>) -> ProviderFuture<'a, UpstreamRequest> {
         Box::pin(std::future::ready(self.build(call)))
     }
+
+    fn stream_usage(&self) -> super::StreamUsage {
+        if self.spec.stream_usage {
+            super::StreamUsage::Requested
+        } else {
+            super::StreamUsage::IfAsked
+        }
+    }
 }
 
 impl OpenAiCompatible {

@@ -43,6 +43,10 @@ pub struct ProviderSpec {
     pub vars: BTreeMap<String, String>,
     /// Variable defaults.
     pub defaults: BTreeMap<String, String>,
+    /// Whether the upstream takes `stream_options.include_usage` (OpenAI's
+    /// way to end a stream with its token usage); the gateway then asks for
+    /// it on every streamed chat or completion, to count tokens.
+    pub stream_usage: bool,
 }
 
 const FIELDS: &[&str] = &[
@@ -55,6 +59,7 @@ const FIELDS: &[&str] = &[
     "headers",
     "vars",
     "defaults",
+    "stream_usage",
 ];
 
 impl ProviderSpec {
@@ -144,6 +149,7 @@ impl ProviderSpec {
             headers: string_table(p, &o, "headers"),
             vars: string_table(p, &o, "vars"),
             defaults: string_table(p, &o, "defaults"),
+            stream_usage: o.bool(p, "stream_usage").unwrap_or(false),
         };
         for name in spec.headers.keys() {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

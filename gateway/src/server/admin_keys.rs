@@ -83,7 +83,7 @@ pub async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> Respons
     let result = async {
         let new: NewKey = body(
             &bytes,
-            r#"{"name", "role"?, "expires_in_days"?, "allowed_providers"?, "allowed_models"?, "default_config"?, "metadata"?, "rpm"?}"#,
+            r#"{"name", "role"?, "expires_in_days"?, "allowed_providers"?, "allowed_models"?, "default_config"?, "metadata"?, "rpm"?, "tpm"?, "budget"?: {"usd", "period"}}"#,
         )?;
         new.settings
             .check(&state.config)

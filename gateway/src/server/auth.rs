@@ -1,7 +1,8 @@
 //! Who may call which route, when authentication is on (`[auth] required`, on
 //! by default beyond loopback): every route but `/health` needs a gateway key
 //! ([`crate::keys`]). The proxy routes (`/v1/...`) take admin and member keys;
-//! everything else (`/admin/...`, `/metrics`) admin keys. A key comes in
+//! `GET /admin/usage` and `GET /admin/logs` admin and viewer keys; everything
+//! else (`/admin/...`, `/metrics`) admin keys. A key comes in
 //! `x-portkey-api-key` / `x-sluice-api-key`; off the proxy routes, where
 //! `Authorization` is not the provider's key, also as `Authorization: Bearer`.
 //! The caller's key is put in the request's extensions ([`Caller`]).
@@ -16,6 +17,9 @@ use super::AppState;
 use crate::GatewayError;
 use crate::keys::{AuthError, Caller, Role};
 use crate::routing::{PortkeyHeader, header_str};
+
+/// What a viewer key may read.
+const VIEWER_ROUTES: &[&str] = &["/admin/usage", "/admin/logs"];
 
 /// Middleware: authenticates and authorises the request, or answers 401/403.
 pub async fn authenticate(
@@ -52,6 +56,9 @@ fn caller(state: &AppState, req: &Request) -> Result<Caller, GatewayError> {
         key.role.may_proxy()
     } else {
         key.role == Role::Admin
+            || (key.role == Role::Viewer
+                && req.method() == http::Method::GET
+                && VIEWER_ROUTES.contains(&path))
     };
     if !allowed {
         return Err(GatewayError::Forbidden(format!(

@@ -5,8 +5,10 @@
 //! may call every other stage and is the only one that knows about axum.
 
 mod admin_keys;
+mod admin_usage;
 mod auth;
 mod context;
+mod meter;
 mod proxy;
 mod relay;
 mod workers;
@@ -47,6 +49,12 @@ pub struct Shared {
     pub vkeys: Arc<crate::keys::VirtualKeys>,
     /// Rate-limit counters.
     pub rate: Arc<crate::limits::RateLimiter>,
+    /// Budgets' spend.
+    pub budgets: Arc<crate::limits::budget::Budgets>,
+    /// The request log's writer.
+    pub usage: Arc<crate::usage::Recorder>,
+    /// Prices, for cost.
+    pub pricing: Arc<crate::usage::Pricing>,
 }
 
 /// Everything a request handler shares.
@@ -69,6 +77,9 @@ pub struct AppState {
     pub auth_required: bool,
     pub vkeys: Arc<crate::keys::VirtualKeys>,
     pub rate: Arc<crate::limits::RateLimiter>,
+    pub budgets: Arc<crate::limits::budget::Budgets>,
+    pub usage: Arc<crate::usage::Recorder>,
+    pub pricing: Arc<crate::usage::Pricing>,
     pub started: Instant,
 }
 
@@ -90,6 +101,9 @@ impl AppState {
             keys: shared.keys.clone(),
             vkeys: shared.vkeys.clone(),
             rate: shared.rate.clone(),
+            budgets: shared.budgets.clone(),
+            usage: shared.usage.clone(),
+            pricing: shared.pricing.clone(),
             auth_required,
             started: Instant::now(),
         })
@@ -126,6 +140,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/virtual-keys/{name}/revoke",
             post(admin_keys::revoke_virtual),
         )
+        .route("/admin/logs", get(admin_usage::logs))
+        .route("/admin/usage", get(admin_usage::usage))
         .route("/metrics", get(metrics))
         .route("/v1/chat/completions", post_route(Endpoint::Chat))
         .route("/v1/completions", post_route(Endpoint::Completions))
@@ -223,6 +239,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     state.targets.prometheus(&mut out);
     state.guardrails.prometheus(&mut out);
+    let (written, dropped) = state.usage.counts();
+    out.push_str(&format!(
+        "# HELP sluice_usage_records_written_total Request records written to the log.\n\
+         # TYPE sluice_usage_records_written_total counter\n\
+         sluice_usage_records_written_total {written}\n\
+         # HELP sluice_usage_records_dropped_total Request records dropped (the log's queue was full).\n\
+         # TYPE sluice_usage_records_dropped_total counter\n\
+         sluice_usage_records_dropped_total {dropped}\n"
+    ));
     (
         [(
             http::header::CONTENT_TYPE,

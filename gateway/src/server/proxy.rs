@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::{Map, Value, json};
 
+use super::meter::Meter;
 use super::relay;
 use super::{AppState, RequestInfo};
 use crate::GatewayError;
@@ -31,7 +32,7 @@ use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
 use crate::keys::{Caller, KeySettings};
 use crate::providers::{
-    AnswerOptions, BodyKind, Endpoint, FromChatChunks, body, messages, responses,
+    AnswerOptions, BodyKind, Endpoint, FromChatChunks, StreamUsage, body, messages, responses,
 };
 use crate::routing::{self, Attempts, Deadline, Engine, InFlight, Step, Target, Total, Tried};
 
@@ -39,15 +40,15 @@ use crate::routing::{self, Attempts, Deadline, Engine, InFlight, Step, Target, T
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     endpoint: Endpoint,
-    // The span (request id) is already open; the extension stays in the
-    // signature for the stages that will log against it.
-    Extension(_info): Extension<RequestInfo>,
+    Extension(info): Extension<RequestInfo>,
     req: Request,
 ) -> Response {
-    match run(&state, endpoint, req).await {
+    let mut meter = Meter::new(state.clone(), &info.id, req.uri().path());
+    let response = match run(&state, endpoint, req, &mut meter).await {
         Ok(response) => response,
         Err(err) => failed(err, endpoint),
-    }
+    };
+    meter.attach(response)
 }
 
 /// The gateway's own error answer: OpenAI's shape, or Anthropic's on its routes.
@@ -133,7 +134,12 @@ enum Prepared {
     Answer(Response),
 }
 
-async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Response, GatewayError> {
+async fn run(
+    state: &AppState,
+    endpoint: Endpoint,
+    req: Request,
+    meter: &mut Meter,
+) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
     let caller = parts.extensions.get::<Caller>();
     let settings = caller.map(|c| &c.key.settings);
@@ -150,22 +156,51 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
     if let Some(s) = settings {
         metadata.extend(s.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    let admitted = state
-        .rate
-        .admit(
-            &rate_buckets(state, caller, &parts.headers, &plan, &metadata)?,
-            crate::keys::now().max(0) as u64,
-        )
-        .map_err(|l| GatewayError::RateLimited {
-            bucket: l.bucket,
-            limit: l.limit,
-            retry_after: l.retry_after,
+    let virtual_key = match routing::header_str(&parts.headers, routing::PortkeyHeader::VirtualKey)?
+    {
+        Some(name) => Some(name.trim().to_owned()),
+        None => plan.config.root.target.virtual_key.clone(),
+    };
+    let scopes = Scopes {
+        key: caller.map(|c| c.key.id.as_str()),
+        virtual_key: virtual_key.as_deref(),
+        metadata: &metadata,
+    };
+    let now = crate::keys::now().max(0);
+    meter.charges = budget_charges(state, settings, &scopes);
+    state
+        .budgets
+        .check(&meter.charges, now)
+        .map_err(|e| GatewayError::BudgetExhausted {
+            bucket: e.bucket,
+            budget: e.budget,
+            spent: e.spent,
         })?;
+    meter.buckets = rate_buckets(state, settings, &scopes);
+    let admitted =
+        state
+            .rate
+            .admit(&meter.buckets, now as u64)
+            .map_err(|l| GatewayError::RateLimited {
+                bucket: l.bucket,
+                unit: l.unit,
+                limit: l.limit,
+                retry_after: l.retry_after,
+            })?;
+    meter.record.key_id = caller.map(|c| c.key.id.clone());
+    meter.record.virtual_key = virtual_key;
+    if !metadata.is_empty() && meter.needed() {
+        meter.record.metadata = Some(Value::Object(metadata.clone()).to_string());
+    }
     // Before the body is read: a wrong route must not cost a large upload.
     if let Some(provider) = plan.sole_provider(&state.config, &state.plugins)? {
         call_endpoint(provider.as_ref(), endpoint, None)?;
     }
     let bytes = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
+    if meter.keeps_bodies() {
+        let max = state.usage.settings().max_body_bytes;
+        meter.record.request_body = Some(crate::usage::redacted_body(&bytes, max));
+    }
 
     let proxied = Proxied {
         state,
@@ -175,6 +210,8 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
         metadata: &metadata,
         settings,
         grants: Default::default(),
+        metering: meter.needed(),
+        sent: Default::default(),
     };
     let engine = Engine::new(
         &state.config,
@@ -195,61 +232,125 @@ async fn run(state: &AppState, endpoint: Endpoint, req: Request) -> Result<Respo
         &proxied,
     );
     let tried = engine.run(&plan.config).await;
-    let mut response = answer(tried, endpoint);
-    if let Some(a) = admitted {
-        crate::limits::headers(response.headers_mut(), a.limit, a.remaining, a.reset);
+    if let Some(sent) = proxied.sent.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        meter.record.provider = Some(sent.provider);
+        meter.record.model = sent.model;
+        if sent.virtual_key.is_some() {
+            meter.record.virtual_key = sent.virtual_key;
+        }
+        meter.hide_usage = sent.hide_usage;
     }
+    meter.record.retries = tried.retries.max(0) as u32;
+    meter.record.target = tried.target.as_ref().map(|(path, _)| path.clone());
+    let mut response = answer(tried, endpoint);
+    crate::limits::admitted_headers(response.headers_mut(), &admitted);
     Ok(response)
 }
 
-/// The rate-limit buckets a request counts in: one per `[[rate_limits]]` rule
-/// whose scope it has (its gateway key, its virtual key, its metadata value),
-/// and its key's own `rpm`.
+/// What a request is counted by in rate limits and budgets.
+struct Scopes<'a> {
+    /// The gateway key's id.
+    key: Option<&'a str>,
+    virtual_key: Option<&'a str>,
+    metadata: &'a Map<String, Value>,
+}
+
+impl Scopes<'_> {
+    /// The bucket a request falls in for `scope` (`key:…`,
+    /// `virtual_key:…`, `metadata.user:…`) and the scope's value, if the
+    /// request has one.
+    fn bucket(&self, scope: &crate::limits::Scope) -> Option<(String, &str)> {
+        use crate::limits::Scope;
+        match scope {
+            Scope::Key => self.key.map(|k| (format!("key:{k}"), k)),
+            Scope::VirtualKey => self.virtual_key.map(|v| (format!("virtual_key:{v}"), v)),
+            Scope::Metadata(name) => self
+                .metadata
+                .get(name)
+                .and_then(Value::as_str)
+                .map(|v| (format!("metadata.{name}:{v}"), v)),
+        }
+    }
+}
+
+/// The rate-limit buckets a request counts in: one per `[[rate_limits]]`
+/// rule whose scope it has (its gateway key, its virtual key, its metadata
+/// value), with its key's own `rpm` and `tpm` in place of the key rule's.
 fn rate_buckets(
     state: &AppState,
-    caller: Option<&Caller>,
-    headers: &http::HeaderMap,
-    plan: &routing::Plan,
-    metadata: &Map<String, Value>,
-) -> Result<Vec<crate::limits::Bucket>, GatewayError> {
+    settings: Option<&KeySettings>,
+    scopes: &Scopes<'_>,
+) -> Vec<crate::limits::Bucket> {
     use crate::limits::{Bucket, Scope};
     let rules = &state.config.rate_limits;
-    let key = caller.map(|c| &c.key);
-    let key_rpm = key.and_then(|k| k.settings.rpm);
-    if rules.is_empty() && key_rpm.is_none() {
-        return Ok(Vec::new());
+    let (key_rpm, key_tpm) = settings.map_or((None, None), |s| (s.rpm, s.tpm));
+    if rules.is_empty() && key_rpm.is_none() && key_tpm.is_none() {
+        return Vec::new();
     }
-    let virtual_key = match routing::header_str(headers, routing::PortkeyHeader::VirtualKey)? {
-        Some(name) => Some(name.trim().to_owned()),
-        None => plan.config.root.target.virtual_key.clone(),
-    };
-    let mut buckets = Vec::new();
-    for rule in rules {
-        let (id, rpm) = match &rule.scope {
-            Scope::Key => match key {
-                Some(k) => (format!("key:{}", k.id), key_rpm.unwrap_or(rule.rpm)),
-                None => continue,
-            },
-            Scope::VirtualKey => match &virtual_key {
-                Some(name) => (format!("virtual_key:{name}"), rule.rpm),
-                None => continue,
-            },
-            Scope::Metadata(name) => match metadata.get(name).and_then(Value::as_str) {
-                Some(value) => (format!("metadata.{name}:{value}"), rule.rpm),
-                None => continue,
-            },
-        };
-        buckets.push(Bucket { id, rpm });
-    }
-    if let (Some(k), Some(rpm)) = (key, key_rpm)
+    let mut buckets: Vec<Bucket> = rules
+        .iter()
+        .filter_map(|rule| {
+            let (id, _) = scopes.bucket(&rule.scope)?;
+            let mut b = Bucket {
+                id,
+                rpm: rule.rpm,
+                tpm: rule.tpm,
+            };
+            if rule.scope == Scope::Key {
+                b.rpm = key_rpm.or(b.rpm);
+                b.tpm = key_tpm.or(b.tpm);
+            }
+            Some(b)
+        })
+        .collect();
+    if (key_rpm.is_some() || key_tpm.is_some())
         && !rules.iter().any(|r| r.scope == Scope::Key)
+        && let Some((id, _)) = scopes.bucket(&Scope::Key)
     {
         buckets.push(Bucket {
-            id: format!("key:{}", k.id),
-            rpm,
+            id,
+            rpm: key_rpm,
+            tpm: key_tpm,
         });
     }
-    Ok(buckets)
+    buckets
+}
+
+/// The budgets a request counts against: each `[[budgets]]` rule whose
+/// scope it has (and whose `name`, if any, is its value), with its key's own
+/// `budget` in place of the key rules.
+fn budget_charges(
+    state: &AppState,
+    settings: Option<&KeySettings>,
+    scopes: &Scopes<'_>,
+) -> Vec<crate::limits::budget::Charge> {
+    use crate::limits::Scope;
+    use crate::limits::budget::Charge;
+    let rules = &state.config.budgets;
+    let own = settings.and_then(|s| s.budget);
+    if rules.is_empty() && own.is_none() {
+        return Vec::new();
+    }
+    let mut charges: Vec<Charge> = rules
+        .iter()
+        .filter(|rule| own.is_none() || rule.scope != Scope::Key)
+        .filter_map(|rule| {
+            let (id, value) = scopes.bucket(&rule.scope)?;
+            if rule.name.as_deref().is_some_and(|n| n != value) {
+                return None;
+            }
+            Some(Charge {
+                id,
+                budget: rule.budget,
+            })
+        })
+        .collect();
+    if let Some(budget) = own
+        && let Some((id, _)) = scopes.bucket(&Scope::Key)
+    {
+        charges.push(Charge { id, budget });
+    }
+    charges
 }
 
 /// The engine's choice as the client's answer, with Portkey's headers: the
@@ -309,6 +410,18 @@ struct Proxied<'a> {
     settings: Option<&'a KeySettings>,
     /// What guardrail plugins may reach, made once on first use.
     grants: std::sync::OnceLock<crate::plugins::Grants>,
+    /// The answer is metered: a stream's usage may be asked for.
+    metering: bool,
+    /// The last attempt sent, for the request's record.
+    sent: std::sync::Mutex<Option<Sent>>,
+}
+
+/// What the record says of the attempt that answered.
+struct Sent {
+    provider: String,
+    model: Option<String>,
+    virtual_key: Option<String>,
+    hide_usage: bool,
 }
 
 /// A body prepared for one target.
@@ -322,6 +435,8 @@ struct Ready {
     stream: bool,
     options: AnswerOptions,
     before: Option<StageResult>,
+    /// The gateway asked for the stream's usage; the client did not.
+    hide_usage: bool,
 }
 
 impl Proxied<'_> {
@@ -374,19 +489,33 @@ impl Attempts for Proxied<'_> {
                 Prepared::Send {
                     body,
                     stream,
-                    options,
+                    mut options,
                     hook_results,
-                } => Step::Send(Ready {
-                    body,
-                    endpoint,
-                    ingress,
-                    stream,
-                    options: AnswerOptions {
-                        strict: target.strict,
-                        ..options
-                    },
-                    before: hook_results,
-                }),
+                } => {
+                    let ask = self.metering
+                        && stream
+                        && !options.include_usage
+                        && ingress.is_none()
+                        && matches!(endpoint, Endpoint::Chat | Endpoint::Completions);
+                    let (body, hide_usage) = match (ask, target.provider.stream_usage()) {
+                        (true, StreamUsage::Translated) => (body, true),
+                        (true, StreamUsage::Requested) => (asking_usage(body)?, true),
+                        _ => (body, false),
+                    };
+                    options.include_usage |= hide_usage;
+                    Step::Send(Ready {
+                        body,
+                        endpoint,
+                        ingress,
+                        stream,
+                        options: AnswerOptions {
+                            strict: target.strict,
+                            ..options
+                        },
+                        before: hook_results,
+                        hide_usage,
+                    })
+                }
                 Prepared::Answer(response) if ingress.is_some() => {
                     Step::Answer(back_to(ingress, response, false).await?)
                 }
@@ -405,6 +534,12 @@ impl Attempts for Proxied<'_> {
         let state = self.state;
         let provider = &target.provider;
         tracing::Span::current().record("gen_ai.provider.name", provider.slug());
+        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sent {
+            provider: provider.slug().to_owned(),
+            model: ready.options.model.clone(),
+            virtual_key: target.key.strip_prefix("vk:").map(str::to_owned),
+            hide_usage: ready.hide_usage,
+        });
         let path = self.parts.uri.path();
         let mut call = target.call(
             ready.endpoint,
@@ -465,6 +600,27 @@ impl Attempts for Proxied<'_> {
         }
         Ok(response)
     }
+}
+
+/// A streamed chat body that asks for the usage chunk
+/// (`stream_options.include_usage`).
+fn asking_usage(body: Bytes) -> Result<Bytes, GatewayError> {
+    const ASK: &[u8] = br#"{"include_usage":true}"#;
+    if memchr::memmem::find(&body, b"\"stream_options\"").is_none() {
+        return Ok(Bytes::from(with_member(&body, "stream_options", ASK)));
+    }
+    let mut map = body::parse_object(&body)?;
+    match map.get_mut("stream_options") {
+        Some(Value::Object(options)) => {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+        _ => {
+            map.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+    }
+    serde_json::to_vec(&Value::Object(map))
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
 /// A stream body converted event by event.
@@ -882,5 +1038,25 @@ mod tests {
             Some(serde_json::json!({"k": {"a": [1]}}))
         );
         assert_eq!(with_member(b"[1]", "k", v), b"[1]");
+    }
+
+    #[test]
+    fn a_stream_is_asked_for_its_usage() {
+        let ask = |body: &str| -> Value {
+            let out = asking_usage(Bytes::from(body.to_owned())).expect("json");
+            serde_json::from_slice(&out).expect("json")
+        };
+        assert_eq!(
+            ask(r#"{"model":"m","stream":true}"#),
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}})
+        );
+        assert_eq!(
+            ask(r#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#),
+            json!({"stream": true, "stream_options": {"include_usage": true, "x": 1}})
+        );
+        assert_eq!(
+            ask(r#"{"stream_options":null}"#),
+            json!({"stream_options": {"include_usage": true}})
+        );
     }
 }

@@ -1,0 +1,42 @@
+//! The admin API's reading of the request log (admin and viewer keys when
+//! authentication is on): `GET /admin/logs` pages and filters records,
+//! `GET /admin/usage` sums them by key, model, provider, metadata value or
+//! time bucket. Parameters are listed in [`crate::usage::query`].
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::GatewayError;
+use crate::usage::query::{self, Params};
+
+type Query =
+    fn(&rusqlite::Connection, &Params) -> rusqlite::Result<Result<serde_json::Value, String>>;
+
+async fn read(state: Arc<AppState>, raw: Option<String>, run: Query) -> Response {
+    let params: Params = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let usage = state.usage.clone();
+    let result = tokio::task::spawn_blocking(move || usage.read(|c| run(c, &params))).await;
+    match result {
+        Ok(Some(Ok(Ok(value)))) => axum::Json(value).into_response(),
+        Ok(Some(Ok(Err(why)))) => GatewayError::invalid(why, None).into_response(),
+        Ok(None) => {
+            GatewayError::Unsupported("the request log is off ([usage] enabled = false)".into())
+                .into_response()
+        }
+        Ok(Some(Err(e))) => GatewayError::Internal(e.to_string()).into_response(),
+        Err(e) => GatewayError::Internal(format!("the log query failed: {e}")).into_response(),
+    }
+}
+
+pub async fn logs(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+    read(state, raw, query::logs).await
+}
+
+pub async fn usage(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+    read(state, raw, query::usage).await
+}

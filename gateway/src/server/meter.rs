@@ -1,0 +1,296 @@
+//! The meter on a proxied answer: it reads the token usage as the answer
+//! passes to the client (a JSON answer whole, a stream event by event),
+//! and when the last byte has left (or the client has gone) it prices the
+//! tokens, charges token rate limits and budgets, and queues the request's
+//! record for the log ([`crate::usage`]). Nothing here delays a byte: the
+//! answer's frames go on as they come (a stream whose usage chunk is hidden
+//! goes on in whole events).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+
+use super::AppState;
+use crate::limits::Bucket;
+use crate::limits::budget::Charge;
+use crate::usage::{Record, StreamMeter, Tokens};
+
+/// What the pipeline learns about a request for its record.
+pub struct Meter {
+    state: Arc<AppState>,
+    started: Instant,
+    pub record: Record,
+    /// Rate-limit buckets its tokens are charged to.
+    pub buckets: Vec<Bucket>,
+    /// Budgets its cost is charged to.
+    pub charges: Vec<Charge>,
+    /// The gateway asked the upstream for a stream's usage the client did
+    /// not ask for: that chunk is taken out.
+    pub hide_usage: bool,
+}
+
+impl Meter {
+    pub fn new(state: Arc<AppState>, trace_id: &str, route: &str) -> Self {
+        Self {
+            state,
+            started: Instant::now(),
+            record: Record {
+                ts_ms: crate::usage::now_ms(),
+                trace_id: trace_id.to_owned(),
+                route: route.to_owned(),
+                ..Record::default()
+            },
+            buckets: Vec::new(),
+            charges: Vec::new(),
+            hide_usage: false,
+        }
+    }
+
+    /// Whether anything needs the answer's tokens or its record.
+    pub fn needed(&self) -> bool {
+        self.state.usage.enabled()
+            || !self.charges.is_empty()
+            || self.buckets.iter().any(|b| b.tpm.is_some())
+    }
+
+    /// Whether request and answer bodies go into the record.
+    pub fn keeps_bodies(&self) -> bool {
+        let s = self.state.usage.settings();
+        s.enabled && s.log_bodies
+    }
+
+    /// The answer, metered as it leaves.
+    pub fn attach(mut self, response: Response) -> Response {
+        if !self.needed() {
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        self.record.status = parts.status.as_u16();
+        let sse = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        self.record.stream = sse;
+        let hide = sse && self.hide_usage;
+        let running = Running {
+            stream: sse.then(|| StreamMeter::new(hide)),
+            kept: Vec::new(),
+            kept_len: 0,
+            keep_limit: if self.keeps_bodies() || !sse {
+                self.state
+                    .usage
+                    .settings()
+                    .max_body_bytes
+                    .max(if sse { 0 } else { MAX_JSON })
+            } else {
+                0
+            },
+            first_byte: None,
+            meter: self,
+        };
+        let body = Metered {
+            inner: body,
+            running: Some(Box::new(running)),
+            hide,
+            tail: None,
+        };
+        Response::from_parts(parts, Body::new(body))
+    }
+}
+
+/// The most of a JSON answer read for its usage.
+const MAX_JSON: usize = 4 << 20;
+
+struct Running {
+    meter: Meter,
+    stream: Option<StreamMeter>,
+    /// The answer's bytes, as far as they are kept: a JSON answer whole
+    /// (up to [`MAX_JSON`]) for its usage, a stream's when bodies are logged.
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    keep_limit: usize,
+    first_byte: Option<Instant>,
+}
+
+impl Running {
+    /// Reads one frame; returns what is passed on in its place, if anything
+    /// else.
+    fn data(&mut self, data: &Bytes) -> Option<Bytes> {
+        self.first_byte.get_or_insert_with(Instant::now);
+        if self.kept_len + data.len() <= self.keep_limit {
+            self.kept.push(data.clone());
+            self.kept_len += data.len();
+        }
+        self.stream
+            .as_mut()
+            .and_then(|s| s.push(data))
+            .map(Bytes::from)
+    }
+
+    /// The answer is over (`complete`), or the client went away.
+    fn finish(mut self, complete: bool) {
+        let now = Instant::now();
+        let meter = &mut self.meter;
+        let state = meter.state.clone();
+        let body = if self.kept.len() == 1 {
+            self.kept.pop().unwrap_or_default()
+        } else {
+            Bytes::from(self.kept.concat())
+        };
+        let tokens: Option<Tokens> = match &mut self.stream {
+            Some(s) => {
+                s.finish();
+                s.tokens()
+            }
+            None => crate::usage::tokens::from_json(&body),
+        };
+        let r = &mut meter.record;
+        r.latency_ms = now.duration_since(meter.started).as_millis() as u64;
+        r.ttft_ms = self
+            .first_byte
+            .map(|t| t.duration_since(meter.started).as_millis() as u64);
+        if !complete {
+            // nginx's "client closed request".
+            r.status = 499;
+        }
+        r.tokens = tokens;
+        let unix = r.ts_ms / 1000 + r.latency_ms as i64 / 1000;
+        if let Some(t) = tokens {
+            state
+                .rate
+                .charge_tokens(&meter.buckets, t.total(), unix.max(0) as u64);
+            if let (Some(p), Some(m)) = (&r.provider, &r.model) {
+                r.cost = state.pricing.cost(p, m, &t);
+            }
+        }
+        if let Some(cost) = r.cost {
+            r.budgets = state.budgets.spend(&meter.charges, cost, unix);
+        }
+        if self.stream.is_none() {
+            r.hook_results = hook_results(&body);
+        }
+        if state.usage.settings().log_bodies {
+            let max = state.usage.settings().max_body_bytes;
+            r.response_body = Some(crate::usage::redacted_body(&body, max));
+        }
+        state.usage.record(std::mem::take(&mut meter.record));
+    }
+}
+
+/// The `hook_results` of a JSON answer, as JSON text.
+fn hook_results(answer: &[u8]) -> Option<String> {
+    memchr::memmem::find(answer, b"\"hook_results\"")?;
+    #[derive(serde::Deserialize)]
+    struct With<'a> {
+        #[serde(borrow)]
+        hook_results: Option<&'a serde_json::value::RawValue>,
+    }
+    serde_json::from_slice::<With<'_>>(answer)
+        .ok()?
+        .hook_results
+        .map(|r| r.get().to_owned())
+}
+
+/// The answer's body with the meter on it.
+struct Metered {
+    inner: Body,
+    running: Option<Box<Running>>,
+    /// Frames may be rewritten (the usage chunk taken out).
+    hide: bool,
+    /// What the meter held back, passed on at the end.
+    tail: Option<Bytes>,
+}
+
+impl Metered {
+    fn finish(&mut self, complete: bool) {
+        if let Some(running) = self.running.take() {
+            running.finish(complete);
+        }
+    }
+
+    /// The inner body is over: what the meter held back becomes the tail,
+    /// and the record is made.
+    fn ended(&mut self) {
+        if let Some(running) = &mut self.running
+            && let Some(s) = &mut running.stream
+        {
+            let rest = s.finish();
+            if !rest.is_empty() {
+                self.tail = Some(Bytes::from(rest));
+            }
+        }
+        self.finish(true);
+    }
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if let Some(tail) = this.tail.take() {
+            return Poll::Ready(Some(Ok(Frame::data(tail))));
+        }
+        loop {
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.ended();
+                    return Poll::Ready(this.tail.take().map(|t| Ok(Frame::data(t))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.finish(true);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            let out = match (&mut this.running, frame.data_ref()) {
+                (Some(running), Some(data)) => match running.data(data) {
+                    None => frame,
+                    // A held-back piece of an event: nothing to pass on yet.
+                    Some(out) if out.is_empty() && !this.inner.is_end_stream() => continue,
+                    Some(out) => Frame::data(out),
+                },
+                _ => frame,
+            };
+            // A body that knows it is over (a JSON answer) may not be polled
+            // again: the record is made now.
+            if this.inner.is_end_stream() && this.running.is_some() {
+                this.ended();
+            }
+            return Poll::Ready(Some(Ok(out)));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.tail.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.hide {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // Not polled to its end: complete only if there was nothing left
+        // (an empty answer); otherwise the client went away.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}

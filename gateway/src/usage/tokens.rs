@@ -1,0 +1,325 @@
+//! Token counts read from answers as the client gets them: OpenAI's chat,
+//! completions and embeddings (`usage.prompt_tokens`), its Responses API
+//! (`usage.input_tokens`, `response.usage` in a stream), and Anthropic's
+//! Messages API (`usage.input_tokens` plus cache reads; `message.usage` and
+//! `message_delta` in a stream).
+
+use serde::Deserialize;
+
+/// What one answer used. `input` counts every prompt token, cached ones
+/// included; `cached` is the part read from the provider's prompt cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub cached: u64,
+}
+
+impl Tokens {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+
+    /// Streams report counts more than once (Anthropic: input at the start,
+    /// output at the end); every count is cumulative, so the largest wins.
+    fn merge(&mut self, other: Self) {
+        self.input = self.input.max(other.input);
+        self.output = self.output.max(other.output);
+        self.cached = self.cached.max(other.cached);
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
+}
+
+/// A `usage` object in any of the shapes above.
+#[derive(Debug, Default, Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    input_tokens_details: Option<Details>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn tokens(&self) -> Tokens {
+        if self.prompt_tokens.is_some() || self.completion_tokens.is_some() {
+            return Tokens {
+                input: self.prompt_tokens.unwrap_or(0),
+                output: self.completion_tokens.unwrap_or(0),
+                cached: cached(&self.prompt_tokens_details),
+            };
+        }
+        let input = self.input_tokens.unwrap_or(0);
+        let output = self.output_tokens.unwrap_or(0);
+        if self.cache_read_input_tokens.is_some() || self.cache_creation_input_tokens.is_some() {
+            // Anthropic counts cache reads and writes apart from input_tokens.
+            let read = self.cache_read_input_tokens.unwrap_or(0);
+            let written = self.cache_creation_input_tokens.unwrap_or(0);
+            return Tokens {
+                input: input + read + written,
+                output,
+                cached: read,
+            };
+        }
+        Tokens {
+            input,
+            output,
+            cached: cached(&self.input_tokens_details),
+        }
+    }
+}
+
+fn cached(details: &Option<Details>) -> u64 {
+    details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Inner {
+    usage: Option<Usage>,
+}
+
+/// The places an answer or an event keeps its usage: at the top (answers,
+/// OpenAI chunks, Anthropic's `message_delta`), in `message` (Anthropic's
+/// `message_start`) or in `response` (the Responses API's last event).
+#[derive(Debug, Default, Deserialize)]
+struct Answer {
+    usage: Option<Usage>,
+    message: Option<Inner>,
+    response: Option<Inner>,
+}
+
+/// The usage a JSON answer (or one event's data) reports, if any.
+pub fn from_json(bytes: &[u8]) -> Option<Tokens> {
+    memchr::memmem::find(bytes, b"\"usage\"")?;
+    let answer: Answer = serde_json::from_slice(bytes).ok()?;
+    [
+        answer.usage,
+        answer.message.and_then(|m| m.usage),
+        answer.response.and_then(|r| r.usage),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|u| u.tokens())
+    .reduce(|mut a, b| {
+        a.merge(b);
+        a
+    })
+}
+
+/// Whether an event's data is a usage-only chat chunk: the one OpenAI sends
+/// last when asked for `stream_options.include_usage` (`choices` empty).
+fn is_usage_chunk(data: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Chunk {
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Chunk>(data)
+        .is_ok_and(|c| c.usage.is_some() && c.choices.is_some_and(|c| c.is_empty()))
+}
+
+/// Reads the usage of an SSE stream as it passes, split anywhere. With
+/// `hide_usage_chunk`, the usage-only chunk is taken out of the stream (the
+/// gateway asked for it; the client did not) and the stream is passed on in
+/// whole events.
+#[derive(Debug, Default)]
+pub struct StreamMeter {
+    hide_usage_chunk: bool,
+    /// Bytes of an unfinished line (or, hiding, an unfinished event).
+    pending: Vec<u8>,
+    tokens: Option<Tokens>,
+}
+
+/// A line this long is not an event the usage is read from.
+const MAX_PENDING: usize = 1 << 20;
+
+impl StreamMeter {
+    pub fn new(hide_usage_chunk: bool) -> Self {
+        Self {
+            hide_usage_chunk,
+            ..Self::default()
+        }
+    }
+
+    pub fn tokens(&self) -> Option<Tokens> {
+        self.tokens
+    }
+
+    /// Reads `bytes`; returns what is passed on (`None`: `bytes` as they
+    /// are).
+    pub fn push(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if !self.hide_usage_chunk {
+            self.scan_lines(bytes);
+            return None;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(bytes);
+        let mut out = Vec::with_capacity(pending.len());
+        let mut start = 0;
+        let mut event_start = 0;
+        let mut hidden = false;
+        while let Some(n) = memchr::memchr(b'\n', &pending[start..]) {
+            let line = &pending[start..start + n];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(data) = line.strip_prefix(b"data:") {
+                let data = data.trim_ascii();
+                if memchr::memmem::find(data, b"\"usage\"").is_some() {
+                    self.read(data);
+                    hidden |= is_usage_chunk(data);
+                }
+            }
+            start += n + 1;
+            if line.is_empty() {
+                if !hidden {
+                    out.extend_from_slice(&pending[event_start..start]);
+                }
+                event_start = start;
+                hidden = false;
+            }
+        }
+        // Lines of the unfinished event are read again once it is whole.
+        pending.drain(..event_start);
+        self.pending = pending;
+        Some(out)
+    }
+
+    /// The stream ended: whatever is left, as it is.
+    pub fn finish(&mut self) -> Vec<u8> {
+        if !self.hide_usage_chunk {
+            let rest = std::mem::take(&mut self.pending);
+            self.scan_line(&rest);
+            return Vec::new();
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    fn scan_lines(&mut self, mut bytes: &[u8]) {
+        while let Some(n) = memchr::memchr(b'\n', bytes) {
+            let (line, rest) = bytes.split_at(n);
+            if self.pending.is_empty() {
+                self.scan_line(line);
+            } else {
+                let mut whole = std::mem::take(&mut self.pending);
+                whole.extend_from_slice(line);
+                self.scan_line(&whole);
+            }
+            bytes = &rest[1..];
+        }
+        if self.pending.len() + bytes.len() <= MAX_PENDING {
+            self.pending.extend_from_slice(bytes);
+        } else {
+            self.pending.clear();
+        }
+    }
+
+    fn scan_line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(data) = line.strip_prefix(b"data:") {
+            self.read(data.trim_ascii());
+        }
+    }
+
+    fn read(&mut self, data: &[u8]) {
+        if let Some(t) = from_json(data) {
+            match &mut self.tokens {
+                Some(tokens) => tokens.merge(t),
+                None => self.tokens = Some(t),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(input: u64, output: u64, cached: u64) -> Option<Tokens> {
+        Some(Tokens {
+            input,
+            output,
+            cached,
+        })
+    }
+
+    #[test]
+    fn answers_in_every_client_format() {
+        let chat = br#"{"id":"c","choices":[{"message":{"content":"say \"usage\": 99"}}],
+            "usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14,
+                     "prompt_tokens_details":{"cached_tokens":6}}}"#;
+        assert_eq!(from_json(chat), t(10, 4, 6));
+        let embeddings = br#"{"data":[],"usage":{"prompt_tokens":2,"total_tokens":2}}"#;
+        assert_eq!(from_json(embeddings), t(2, 0, 0));
+        let responses = br#"{"output":[],"usage":{"input_tokens":9,"output_tokens":3,
+            "input_tokens_details":{"cached_tokens":4}}}"#;
+        assert_eq!(from_json(responses), t(9, 3, 4));
+        // Anthropic's input_tokens leave out cache reads and writes.
+        let message = br#"{"type":"message","usage":{"input_tokens":5,"output_tokens":7,
+            "cache_read_input_tokens":20,"cache_creation_input_tokens":3}}"#;
+        assert_eq!(from_json(message), t(28, 7, 20));
+        assert_eq!(from_json(br#"{"choices":[]}"#), None);
+        assert_eq!(from_json(br#"{"usage":null}"#), None);
+        assert_eq!(from_json(b"not json \"usage\""), None);
+    }
+
+    #[test]
+    fn streams_split_anywhere() {
+        let anthropic = concat!(
+            "event: message_start\r\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\r\n\r\n",
+            "event: content_block_delta\r\n",
+            "data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}\r\n\r\n",
+            "event: message_delta\r\n",
+            "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\r\n\r\n",
+        )
+        .as_bytes();
+        for split in [1, 7, 50, anthropic.len()] {
+            let mut s = StreamMeter::new(false);
+            for piece in anthropic.chunks(split) {
+                assert_eq!(s.push(piece), None);
+            }
+            s.finish();
+            assert_eq!(s.tokens(), t(12, 9, 0), "split {split}");
+        }
+        let responses = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}}";
+        let mut s = StreamMeter::new(false);
+        s.push(responses);
+        // The last line had no newline: read at the end.
+        assert_eq!(s.tokens(), None);
+        s.finish();
+        assert_eq!(s.tokens(), t(3, 2, 0));
+    }
+
+    #[test]
+    fn the_usage_chunk_is_hidden_when_only_the_gateway_asked() {
+        let text = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let expected = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n",
+            "data: [DONE]\n\n",
+        );
+        for split in [1, 3, 40, text.len()] {
+            let mut s = StreamMeter::new(true);
+            let mut out = Vec::new();
+            for piece in text.as_bytes().chunks(split) {
+                out.extend(s.push(piece).expect("hiding passes whole events"));
+            }
+            out.extend(s.finish());
+            assert_eq!(String::from_utf8_lossy(&out), expected, "split {split}");
+            assert_eq!(s.tokens(), t(4, 2, 0));
+        }
+        // Not hiding: the bytes are not touched.
+        let mut s = StreamMeter::new(false);
+        assert_eq!(s.push(text.as_bytes()), None);
+        assert_eq!(s.tokens(), t(4, 2, 0));
+    }
+}
