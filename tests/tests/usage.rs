@@ -360,3 +360,57 @@ async fn records_survive_a_graceful_shutdown_and_bodies_lose_their_secrets() {
         .expect("the answer is kept");
     assert!(answer.contains("Hello from mock"), "{answer}");
 }
+
+#[tokio::test]
+async fn anthropic_streams_are_counted_in_either_client_format() {
+    let dir = TempDir::new();
+    let mock = MockUpstream::start().await.expect("mock");
+    let (config, file) = config(&mock, &dir, "");
+    let (_, key) = cli_key(&file, "ops", &["--role", "admin"]);
+    let gw = Gateway::start(&config);
+    let send = |path: &'static str, body: Value| {
+        client()
+            .post(gw.at(path))
+            .header("x-portkey-api-key", &key)
+            .header("x-portkey-provider", "anthropic")
+            .header("x-portkey-custom-host", mock.url("/v1"))
+            .header("authorization", "Bearer sk-ant-e2e")
+            .json(&body)
+            .send()
+    };
+    // Anthropic's own format, passed through: usage in message_start and
+    // message_delta.
+    let res = send(
+        "/v1/messages",
+        json!({"model": "claude-x", "max_tokens": 10, "stream": true,
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .expect("send");
+    let (_, text) = sluice_tests::anthropic_stream(res).await;
+    assert_eq!(text, "Hello Claude");
+    // OpenAI's format from the adapter, usage not asked for: counted, hidden.
+    let res = send(
+        "/v1/chat/completions",
+        json!({"model": "claude-x", "stream": true,
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .expect("send");
+    let (chunks, text) = sluice_tests::openai_stream(res).await;
+    assert_eq!(text, "Hello Claude");
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "{chunks:?}"
+    );
+
+    let log = records(&gw, &key, 2).await;
+    for (record, route) in log.iter().zip(["/v1/chat/completions", "/v1/messages"]) {
+        assert_eq!(record["route"], route);
+        assert_eq!(
+            (&record["input_tokens"], &record["output_tokens"]),
+            (&json!(12), &json!(2)),
+            "{record}"
+        );
+    }
+}

@@ -5,8 +5,8 @@
 //!
 //! A request never waits for the log: a record goes into a bounded queue
 //! (when it is full, the record is counted as dropped and the request goes
-//! on). On graceful shutdown the queue is written out before the process
-//! exits. Records older than `[usage] retention_days` are deleted hourly.
+//! on), and the writer takes what gathered every 100 ms, in one transaction.
+//! On graceful shutdown the queue is written out before the process exits. Records older than `[usage] retention_days` are deleted hourly.
 //!
 //! This module calls only [`crate::state`].
 
@@ -99,6 +99,8 @@ const QUEUE: usize = 64 * 1024;
 /// Records written in one transaction at most.
 const BATCH: usize = 1024;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long records gather before they are written together.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// The request log's writer.
 pub struct Recorder {
@@ -233,6 +235,20 @@ impl Recorder {
 fn write_loop(db: &Db, rx: &Receiver<Msg>, written: &AtomicU64, retention_days: u64) {
     let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
     let mut pruned: Option<Instant> = None;
+    let write = |batch: &mut Vec<Box<Record>>| {
+        if batch.is_empty() {
+            return;
+        }
+        match db.with(|c| insert(c, batch)) {
+            Ok(()) => {
+                written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, records = batch.len(), "cannot write request records")
+            }
+        }
+        batch.clear();
+    };
     loop {
         if retention_days > 0 && pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             pruned = Some(Instant::now());
@@ -246,6 +262,11 @@ fn write_loop(db: &Db, rx: &Receiver<Msg>, written: &AtomicU64, retention_days: 
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        // A record woke the writer: let more gather. Records queued while it
+        // sleeps wake nobody, and a whole interval's go in one transaction.
+        if matches!(first, Msg::Record(_)) {
+            std::thread::sleep(GATHER);
+        }
         let mut flushes = Vec::new();
         let mut stop = false;
         let mut next = Some(first);
@@ -255,21 +276,14 @@ fn write_loop(db: &Db, rx: &Receiver<Msg>, written: &AtomicU64, retention_days: 
                 Msg::Flush(done) => flushes.push(done),
                 Msg::Stop => stop = true,
             }
-            if batch.len() < BATCH && !stop {
+            if batch.len() >= BATCH {
+                write(&mut batch);
+            }
+            if !stop {
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            match db.with(|c| insert(c, &batch)) {
-                Ok(()) => {
-                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, records = batch.len(), "cannot write request records")
-                }
-            }
-            batch.clear();
-        }
+        write(&mut batch);
         for done in flushes {
             let _ = done.send(());
         }

@@ -23,9 +23,10 @@
 //! the effects worth measuring.
 //!
 //! With `--governance`, the guarded run goes to a second gateway with
-//! authentication on (a gateway key in `x-portkey-api-key`) and a
-//! `scope = "key"` rate limit too high to refuse anything: what keys and limits
-//! cost each request.
+//! authentication on (a gateway key in `x-portkey-api-key`), a `scope = "key"`
+//! rate limit of requests and tokens too high to refuse anything, and the
+//! request log on: what keys, limits and usage records cost each request
+//! (plain passthrough runs with the request log off).
 //!
 //! With `--tree`, each concurrency also runs a one-target config and a
 //! three-level routing tree (fallback over loadbalance over targets, with
@@ -218,7 +219,7 @@ fn governed_gateway(
     let made: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let key = made["secret"].as_str().context("no secret")?.to_owned();
     let config = format!(
-        "[log]\nlevel = \"warn\"\n[auth]\nrequired = true\n[state]\npath = \"{}\"\n[[rate_limits]]\nscope = \"key\"\nrpm = 100000000\n",
+        "[log]\nlevel = \"warn\"\n[auth]\nrequired = true\n[state]\npath = \"{}\"\n[[rate_limits]]\nscope = \"key\"\nrpm = 100000000\ntpm = 100000000000\n",
         db.display()
     );
     Ok((
@@ -295,7 +296,11 @@ fn main() -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let mock = MockUpstream::start_quiet().await?;
-        let gw = Gateway::start_with(&config_with_mock(&mock, "[log]\nlevel = \"warn\"\n"), &[]);
+        // Plain passthrough: no request log either.
+        let gw = Gateway::start_with(
+            &config_with_mock(&mock, "[log]\nlevel = \"warn\"\n[usage]\nenabled = false\n"),
+            &[],
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (idle_rss, _) = rss_mib(gw.pid())?;
         println!(
