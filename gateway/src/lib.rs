@@ -14,6 +14,7 @@
 //! plugins    the WebAssembly plugin host (next: the plugin platform)
 //! ```
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod guardrails;

@@ -353,6 +353,7 @@ fn serve(
         budgets,
         usage: usage.clone(),
         pricing,
+        cache: Arc::new(sluice::cache::Cache::new(config.cache)),
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");

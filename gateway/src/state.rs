@@ -72,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
         usd REAL NOT NULL,
         PRIMARY KEY (bucket, period_start)
     )",
+    // What a cache hit saved (USD).
+    "ALTER TABLE requests ADD COLUMN saved_cost REAL",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,9 @@
 //! enabled = true                   # retention_days 30 (0: forever),
 //! log_bodies = false               # max_body_bytes 16384 (secrets redacted)
 //!
+//! [cache]                          # see cache/mod.rs; configs ask for it
+//! max_bytes = 67108864             # (`cache: {mode, max_age}`); 0 turns it off
+//!
 //! [[pricing]]                      # USD per million tokens, over usage/pricing.toml
 //! provider = "azure-openai"        # optional: any provider
 //! model = "gpt-4o"
@@ -165,6 +168,8 @@ pub struct ServerConfig {
     pub usage: crate::usage::UsageSettings,
     /// `[[pricing]]`: prices over the shipped list.
     pub pricing: Vec<crate::usage::PriceEntry>,
+    /// `[cache]`: the simple cache's store.
+    pub cache: crate::cache::CacheSettings,
 }
 
 impl ServerConfig {
@@ -222,6 +227,7 @@ impl ServerConfig {
                 "budgets",
                 "usage",
                 "pricing",
+                "cache",
             ],
             |_| false,
         );
@@ -440,6 +446,14 @@ impl ServerConfig {
                 .map_or(usage.max_body_bytes, |n| n as usize);
         }
 
+        let mut cache = crate::cache::CacheSettings::default();
+        if let Some(s) = section(&mut p, "cache") {
+            s.deny_unknown(&mut p, &["max_bytes"], |_| false);
+            cache.max_bytes = s
+                .uint(&mut p, "max_bytes", 0, 1 << 40)
+                .map_or(cache.max_bytes, |n| n as usize);
+        }
+
         let mut pricing = Vec::new();
         for (i, item) in items(&mut p, "pricing").iter().enumerate() {
             let path = format!("pricing[{i}]");
@@ -606,6 +620,7 @@ impl ServerConfig {
             budgets,
             usage,
             pricing,
+            cache,
         })
     }
 }

@@ -585,8 +585,11 @@ impl<'a, A: Attempts> Engine<'a, A> {
                 .attempts
                 .send(&target, &prepared, &deadline, in_flight)
                 .await;
-            self.targets
-                .record(&target.key, outcome(&answer), started.elapsed());
+            let local = matches!(&answer, Ok(r) if r.extensions().get::<super::Local>().is_some());
+            if !local {
+                self.targets
+                    .record(&target.key, outcome(&answer), started.elapsed());
+            }
             let done = |answer, retries: i32| Tried {
                 answer,
                 target: who.clone(),

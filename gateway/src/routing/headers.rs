@@ -26,6 +26,10 @@ pub enum PortkeyHeader {
     ApiKey,
     /// A virtual key's name.
     VirtualKey,
+    /// `simple` or `semantic`: a cache when the config names none.
+    Cache,
+    /// `true`: skip the cache lookup and store the new answer.
+    CacheForceRefresh,
 }
 
 impl PortkeyHeader {
@@ -48,9 +52,16 @@ impl PortkeyHeader {
         );
         static API_KEY: [HeaderName; 2] = pair("x-portkey-api-key", "x-sluice-api-key");
         static VIRTUAL_KEY: [HeaderName; 2] = pair("x-portkey-virtual-key", "x-sluice-virtual-key");
+        static CACHE: [HeaderName; 2] = pair("x-portkey-cache", "x-sluice-cache");
+        static FORCE_REFRESH: [HeaderName; 2] = pair(
+            "x-portkey-cache-force-refresh",
+            "x-sluice-cache-force-refresh",
+        );
         match self {
             Self::ApiKey => &API_KEY,
             Self::VirtualKey => &VIRTUAL_KEY,
+            Self::Cache => &CACHE,
+            Self::CacheForceRefresh => &FORCE_REFRESH,
             Self::Provider => &PROVIDER,
             Self::Config => &CONFIG,
             Self::CustomHost => &CUSTOM_HOST,

@@ -56,7 +56,14 @@ pub struct Target {
     pub hooks: routing::Hooks,
     /// Its identity for health and circuit breaking ([`targets::key`]).
     pub key: String,
+    /// `cache: {mode, max_age}`, inherited.
+    pub cache: Option<crate::config::routing::Cache>,
 }
+
+/// Marks an answer the gateway made without calling the target (a cache
+/// hit): it says nothing of the target's health.
+#[derive(Debug, Clone, Copy)]
+pub struct Local;
 
 impl Target {
     /// The provider call for this target: its key, host and settings, with the
@@ -381,6 +388,7 @@ pub fn resolve_target(
         },
         hooks: inherited.hooks.clone(),
         key,
+        cache: inherited.cache.clone(),
     })
 }
 

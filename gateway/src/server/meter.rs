@@ -33,6 +33,8 @@ pub struct Meter {
     /// The gateway asked the upstream for a stream's usage the client did
     /// not ask for: that chunk is taken out.
     pub hide_usage: bool,
+    /// What the cache did.
+    pub cache: crate::cache::Status,
 }
 
 impl Meter {
@@ -49,6 +51,7 @@ impl Meter {
             buckets: Vec::new(),
             charges: Vec::new(),
             hide_usage: false,
+            cache: crate::cache::Status::Disabled,
         }
     }
 
@@ -162,12 +165,24 @@ impl Running {
         }
         r.tokens = tokens;
         let unix = r.ts_ms / 1000 + r.latency_ms as i64 / 1000;
+        let hit = meter.cache == crate::cache::Status::Hit;
+        if meter.cache != crate::cache::Status::Disabled {
+            r.cache = Some(meter.cache.label().to_owned());
+        }
         if let Some(t) = tokens {
-            state
-                .rate
-                .charge_tokens(&meter.buckets, t.total(), unix.max(0) as u64);
-            if let (Some(p), Some(m)) = (&r.provider, &r.model) {
-                r.cost = state.pricing.cost(p, m, &t);
+            let cost = match (&r.provider, &r.model) {
+                (Some(p), Some(m)) => state.pricing.cost(p, m, &t),
+                _ => None,
+            };
+            if hit {
+                // Nothing reached the provider: no tokens spent, the price saved.
+                r.saved_cost = cost;
+                r.cost = cost.map(|_| 0.0);
+            } else {
+                state
+                    .rate
+                    .charge_tokens(&meter.buckets, t.total(), unix.max(0) as u64);
+                r.cost = cost;
             }
         }
         if let Some(cost) = r.cost {

@@ -7,6 +7,7 @@
 mod admin_keys;
 mod admin_usage;
 mod auth;
+mod caching;
 mod context;
 mod meter;
 mod proxy;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub usage: Arc<crate::usage::Recorder>,
     /// Prices, for cost.
     pub pricing: Arc<crate::usage::Pricing>,
+    /// The simple cache.
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 /// Everything a request handler shares.
@@ -80,6 +83,7 @@ pub struct AppState {
     pub budgets: Arc<crate::limits::budget::Budgets>,
     pub usage: Arc<crate::usage::Recorder>,
     pub pricing: Arc<crate::usage::Pricing>,
+    pub cache: Arc<crate::cache::Cache>,
     pub started: Instant,
 }
 
@@ -104,6 +108,7 @@ impl AppState {
             budgets: shared.budgets.clone(),
             usage: shared.usage.clone(),
             pricing: shared.pricing.clone(),
+            cache: shared.cache.clone(),
             auth_required,
             started: Instant::now(),
         })
@@ -239,6 +244,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     state.targets.prometheus(&mut out);
     state.guardrails.prometheus(&mut out);
+    state.cache.prometheus(&mut out);
     let (written, dropped) = state.usage.counts();
     out.push_str(&format!(
         "# HELP sluice_usage_records_written_total Request records written to the log.\n\

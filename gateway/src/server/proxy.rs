@@ -24,10 +24,12 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::{Map, Value, json};
 
+use super::caching;
 use super::meter::Meter;
 use super::relay;
 use super::{AppState, RequestInfo};
 use crate::GatewayError;
+use crate::cache;
 use crate::config::routing::Hooks;
 use crate::guardrails::{self, StageResult};
 use crate::keys::{Caller, KeySettings};
@@ -212,6 +214,7 @@ async fn run(
         grants: Default::default(),
         metering: meter.needed(),
         sent: Default::default(),
+        cache_mode: caching::header_mode(&parts.headers)?,
     };
     let engine = Engine::new(
         &state.config,
@@ -232,6 +235,7 @@ async fn run(
         &proxied,
     );
     let tried = engine.run(&plan.config).await;
+    let mut cache_status = cache::Status::Disabled;
     if let Some(sent) = proxied.sent.into_inner().unwrap_or_else(|e| e.into_inner()) {
         meter.record.provider = Some(sent.provider);
         meter.record.model = sent.model;
@@ -239,10 +243,13 @@ async fn run(
             meter.record.virtual_key = sent.virtual_key;
         }
         meter.hide_usage = sent.hide_usage;
+        cache_status = sent.cache;
     }
     meter.record.retries = tried.retries.max(0) as u32;
     meter.record.target = tried.target.as_ref().map(|(path, _)| path.clone());
+    meter.cache = cache_status;
     let mut response = answer(tried, endpoint);
+    caching::status_header(&mut response, cache_status);
     crate::limits::admitted_headers(response.headers_mut(), &admitted);
     Ok(response)
 }
@@ -414,6 +421,8 @@ struct Proxied<'a> {
     metering: bool,
     /// The last attempt sent, for the request's record.
     sent: std::sync::Mutex<Option<Sent>>,
+    /// `x-portkey-cache`: the cache asked for when a config names none.
+    cache_mode: Option<&'static str>,
 }
 
 /// What the record says of the attempt that answered.
@@ -422,6 +431,7 @@ struct Sent {
     model: Option<String>,
     virtual_key: Option<String>,
     hide_usage: bool,
+    cache: cache::Status,
 }
 
 /// A body prepared for one target.
@@ -440,6 +450,48 @@ struct Ready {
 }
 
 impl Proxied<'_> {
+    /// Sends the upstream request within the deadline and relays its answer
+    /// (a stream once its first byte is in).
+    async fn call_upstream(
+        &self,
+        target: &Target,
+        ready: &Ready,
+        deadline: &Deadline,
+        in_flight: InFlight,
+        upstream_req: crate::providers::UpstreamRequest,
+    ) -> Result<Response, GatewayError> {
+        let state = self.state;
+        let provider = &target.provider;
+        let response = tokio::time::timeout_at(
+            deadline.at,
+            state
+                .upstream
+                .send(provider.slug(), upstream_req, target.custom_host.is_some()),
+        )
+        .await
+        .map_err(|_| deadline.error())??;
+        let broken = relay::Broken::default();
+        let mut response = relay::relay(
+            response,
+            provider.as_ref(),
+            ready.endpoint,
+            ready.stream,
+            deadline,
+            state.config.upstream.max_response_bytes,
+            relay::Streaming {
+                broken: broken.clone(),
+                idle: target
+                    .stream_idle_timeout
+                    .unwrap_or(state.config.upstream.stream_idle_timeout),
+                in_flight,
+                options: ready.options.clone(),
+            },
+        )
+        .await?;
+        response.extensions_mut().insert(broken);
+        Ok(response)
+    }
+
     fn guardrails_context<'c>(
         &'c self,
         target: &'c Target,
@@ -539,6 +591,7 @@ impl Attempts for Proxied<'_> {
             model: ready.options.model.clone(),
             virtual_key: target.key.strip_prefix("vk:").map(str::to_owned),
             hide_usage: ready.hide_usage,
+            cache: cache::Status::Disabled,
         });
         let path = self.parts.uri.path();
         let mut call = target.call(
@@ -558,30 +611,38 @@ impl Attempts for Proxied<'_> {
             call.token = Some(&token);
         }
         let upstream_req = provider.build_request(&call).await?;
-        let response = tokio::time::timeout_at(
-            deadline.at,
-            state
-                .upstream
-                .send(provider.slug(), upstream_req, target.custom_host.is_some()),
-        )
-        .await
-        .map_err(|_| deadline.error())??;
-        let response = relay::relay(
-            response,
-            provider.as_ref(),
+        let lookup = caching::lookup(
+            &state.cache,
+            target,
+            self.cache_mode,
             ready.endpoint,
-            ready.stream,
-            deadline,
-            state.config.upstream.max_response_bytes,
-            relay::Streaming {
-                idle: target
-                    .stream_idle_timeout
-                    .unwrap_or(state.config.upstream.stream_idle_timeout),
-                in_flight,
-                options: ready.options.clone(),
+            &self.parts.headers,
+            &ready.body,
+            &upstream_req,
+        );
+        let (status, kept) = match &lookup {
+            None => (cache::Status::Disabled, None),
+            Some(l) if l.refresh => (cache::Status::Refresh, None),
+            Some(l) => match state.cache.get(&l.key, l.max_age_s, crate::usage::now_ms()) {
+                Some(entry) => (cache::Status::Hit, Some(entry)),
+                None => (cache::Status::Miss, None),
             },
-        )
-        .await?;
+        };
+        if let Some(sent) = self.sent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            sent.cache = status;
+        }
+        let response = match kept {
+            Some(entry) => caching::hit(entry),
+            None => {
+                let response = self
+                    .call_upstream(target, ready, deadline, in_flight, upstream_req)
+                    .await?;
+                match &lookup {
+                    Some(l) => caching::storing(response, state.cache.clone(), l),
+                    None => response,
+                }
+            }
+        };
         let response = if target.hooks.is_empty() {
             response
         } else {

@@ -31,8 +31,26 @@ use crate::providers::{ChunkTranslator, Endpoint, Provider};
 use crate::routing::{Deadline, InFlight};
 use crate::upstream::{describe, strip_hop_by_hop};
 
+/// Set when a relayed stream broke, stalled or failed to translate and was
+/// ended with an error event: it looks whole to the client, but is not an
+/// answer to keep.
+#[derive(Debug, Clone, Default)]
+pub struct Broken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Broken {
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// How a streamed answer is relayed.
 pub struct Streaming {
+    /// Set if the stream is ended early with an error event.
+    pub broken: Broken,
     /// The longest wait for the next chunk.
     pub idle: Duration,
     /// What the request asked of the stream (model, usage chunk).
@@ -318,6 +336,7 @@ fn translated_sse(
                 };
                 let translation_failed = |e: &dyn std::fmt::Display| {
                     tracing::warn!(provider = %provider, error = %e, "stream translation failed");
+                    streaming.broken.set();
                     error_event(
                         &provider,
                         &e.to_string(),
@@ -335,6 +354,7 @@ fn translated_sse(
                     },
                     Next::Broke(detail, code) => {
                         tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
+                        streaming.broken.set();
                         Some((Ok(error_event(&provider, &detail, code, framing)), None))
                     }
                     Next::End => match translator.finish().await {
@@ -368,6 +388,7 @@ fn sse_body(chunks: Chunks, provider: String, streaming: Streaming, framing: Fra
                 )),
                 Next::Broke(detail, code) => {
                     tracing::warn!(provider = %provider, error = %detail, "upstream stream broke");
+                    streaming.broken.set();
                     // The blank lines end an event the upstream left half-sent.
                     let mut out = b"\n\n".to_vec();
                     out.extend_from_slice(&error_event(&provider, &detail, code, framing));

@@ -71,6 +71,8 @@ pub struct Record {
     pub tokens: Option<Tokens>,
     /// US dollars; `None` when the model is not priced.
     pub cost: Option<f64>,
+    /// What a cache hit saved: the answer's price.
+    pub saved_cost: Option<f64>,
     /// `HIT`, `MISS`, ... when a cache was asked.
     pub cache: Option<String>,
     pub retries: u32,
@@ -300,9 +302,9 @@ fn insert(c: &rusqlite::Connection, batch: &[Box<Record>]) -> rusqlite::Result<(
             "INSERT INTO requests (ts, trace_id, key_id, virtual_key, provider, model, route,
                 status, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, cost,
                 cache, retries, target, stream, hook_results, metadata, request_body,
-                response_body)
+                response_body, saved_cost)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18, ?19, ?20, ?21, ?22)",
+                ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
         )?;
         for r in batch {
             let t = r.tokens;
@@ -329,6 +331,7 @@ fn insert(c: &rusqlite::Connection, batch: &[Box<Record>]) -> rusqlite::Result<(
                 r.metadata,
                 r.request_body,
                 r.response_body,
+                r.saved_cost,
             ])?;
         }
         let mut spend = tx.prepare_cached(

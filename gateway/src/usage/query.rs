@@ -248,7 +248,8 @@ pub fn logs(
     let sql = format!(
         "SELECT id, ts, trace_id, key_id, virtual_key, provider, model, route, status,
                 latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, cost, cache,
-                retries, target, stream, hook_results, metadata, request_body, response_body
+                retries, target, stream, hook_results, metadata, request_body, response_body,
+                saved_cost
          FROM requests {filter_sql} ORDER BY id DESC LIMIT ?{}",
         args.len()
     );
@@ -284,6 +285,7 @@ pub fn logs(
             "metadata": json_text(20)?,
             "request_body": r.get::<_, Option<String>>(21)?,
             "response_body": r.get::<_, Option<String>>(22)?,
+            "saved_cost": r.get::<_, Option<f64>>(23)?,
         }))
     })?;
     let data = rows.collect::<Result<Vec<_>, _>>()?;
@@ -339,7 +341,7 @@ pub fn usage(
     let sql = format!(
         "SELECT {select} COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens),
                 SUM(cached_tokens), SUM(cost), AVG(latency_ms), SUM(cache = 'HIT'),
-                SUM(cost IS NULL AND input_tokens IS NOT NULL)
+                SUM(cost IS NULL AND input_tokens IS NOT NULL), SUM(saved_cost)
          FROM requests {filter_sql} {group_sql}"
     );
     let mut stmt = c.prepare(&sql)?;
@@ -377,6 +379,10 @@ pub fn usage(
         );
         row.insert("cache_hits".into(), json!(count(7)?));
         row.insert("unpriced_requests".into(), json!(count(8)?));
+        row.insert(
+            "saved_cost".into(),
+            json!(r.get::<_, Option<f64>>(n + 9)?.unwrap_or(0.0)),
+        );
         Ok(Value::Object(row))
     })?;
     let data = rows.collect::<Result<Vec<_>, _>>()?;

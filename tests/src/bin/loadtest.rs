@@ -24,9 +24,11 @@
 //!
 //! With `--governance`, the guarded run goes to a second gateway with
 //! authentication on (a gateway key in `x-portkey-api-key`), a `scope = "key"`
-//! rate limit of requests and tokens too high to refuse anything, and the
-//! request log on: what keys, limits and usage records cost each request
-//! (plain passthrough runs with the request log off).
+//! rate limit of requests and tokens too high to refuse anything, the request
+//! log on, and the simple cache asked for with a different body each time (every
+//! lookup misses, every answer is stored): what governance costs each request
+//! (plain passthrough runs with the request log off). A last row then sends the
+//! same body every time (cache hits) and compares a hit's CPU with a miss's.
 //!
 //! With `--tree`, each concurrency also runs a one-target config and a
 //! three-level routing tree (fallback over loadbalance over targets, with
@@ -122,7 +124,17 @@ impl Run {
     }
 }
 
-async fn drive(url: &str, headers: &[(&str, &str)], concurrency: usize, seconds: u64) -> Run {
+/// Sends the load's request for `seconds` from `concurrency` tasks; with
+/// `unique`, every body differs (a `user` member with a counter), so a cache
+/// never answers.
+async fn drive(
+    url: &str,
+    headers: &[(&str, &str)],
+    concurrency: usize,
+    seconds: u64,
+    unique: bool,
+) -> Run {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(concurrency)
@@ -143,10 +155,16 @@ async fn drive(url: &str, headers: &[(&str, &str)], concurrency: usize, seconds:
             let mut errors = 0;
             while Instant::now() < until {
                 let t = Instant::now();
+                let body = if unique {
+                    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    BODY.replacen('{', &format!("{{\"user\":\"load-{n}\","), 1)
+                } else {
+                    BODY.to_owned()
+                };
                 let mut req = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(BODY);
+                    .body(body);
                 for (k, v) in &headers {
                     req = req.header(k, v);
                 }
@@ -192,9 +210,10 @@ async fn cpu_per_req(
     concurrency: usize,
     seconds: u64,
     pid: u32,
+    unique: bool,
 ) -> Result<f64> {
     let (u0, s0) = cpu_split(pid)?;
-    let run = drive(url, headers, concurrency, seconds).await;
+    let run = drive(url, headers, concurrency, seconds, unique).await;
     let (u1, s1) = cpu_split(pid)?;
     Ok(((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6)
 }
@@ -332,9 +351,15 @@ fn main() -> Result<()> {
             None
         };
         let key = governed.as_ref().map(|(_, k)| k.clone()).unwrap_or_default();
+        let cached_config =
+            serde_json::json!({"provider": "mock", "cache": {"mode": "simple", "max_age": 3600}})
+                .to_string();
+        // Governance sends a different body every time: every lookup misses and
+        // every answer is stored (the cache's whole cost on the way through).
+        let unique = args.governance;
         let guarded_headers = if args.governance {
             vec![
-                ("x-portkey-provider", "mock"),
+                ("x-portkey-config", cached_config.as_str()),
                 ("authorization", "Bearer sk-load"),
                 ("x-portkey-api-key", key.as_str()),
             ]
@@ -369,14 +394,14 @@ fn main() -> Result<()> {
             ("authorization", "Bearer sk-load"),
         ];
         // Warm every path (connection pools, allocator, plugin instances).
-        drive(&direct_url, &[], 4, 1).await;
-        drive(&gw_url, &headers, 4, 1).await;
+        drive(&direct_url, &[], 4, 1, false).await;
+        drive(&gw_url, &headers, 4, 1, false).await;
         if args.guardrails > 0 {
-            drive(&guarded_url, guarded, 4, 1).await;
+            drive(&guarded_url, guarded, 4, 1, unique).await;
         }
         if args.tree {
-            drive(&gw_url, &single, 4, 1).await;
-            drive(&gw_url, &tree, 4, 1).await;
+            drive(&gw_url, &single, 4, 1, false).await;
+            drive(&gw_url, &tree, 4, 1, false).await;
         }
 
         println!();
@@ -389,11 +414,11 @@ fn main() -> Result<()> {
         let me = std::process::id();
         for &c in &args.concurrency {
             let h0 = cpu_seconds(me)?;
-            let direct = drive(&direct_url, &[], c, args.seconds).await;
+            let direct = drive(&direct_url, &[], c, args.seconds, false).await;
             let direct_harness = (cpu_seconds(me)? - h0) / direct.requests.max(1) as f64 * 1e6;
             let (user0, sys0) = cpu_split(gw.pid())?;
             let h0 = cpu_seconds(me)?;
-            let through = drive(&gw_url, &headers, c, args.seconds).await;
+            let through = drive(&gw_url, &headers, c, args.seconds, false).await;
             let through_harness = (cpu_seconds(me)? - h0) / through.requests.max(1) as f64 * 1e6;
             let (user1, sys1) = cpu_split(gw.pid())?;
             let n = through.requests.max(1) as f64;
@@ -423,14 +448,14 @@ fn main() -> Result<()> {
             );
             if args.guardrails > 0 {
                 let (u0, s0) = cpu_split(guarded_pid)?;
-                let run = drive(&guarded_url, guarded, c, args.seconds).await;
+                let run = drive(&guarded_url, guarded, c, args.seconds, unique).await;
                 let (u1, s1) = cpu_split(guarded_pid)?;
                 let n = run.requests.max(1) as f64;
                 let guarded_per_req = ((u1 - u0) + (s1 - s0)) / n * 1e6;
                 println!(
                     "| {c} | gateway + {} | {:.0} | {} | {} | {} | {guarded_per_req:.1} µs ({:.0} user + {:.0} sys; {:.2}x plain) | | |",
                     if args.governance {
-                        "key + rate limit".to_owned()
+                        "key, limits, log, cache (misses)".to_owned()
                     } else {
                         format!("{} guardrails", args.guardrails)
                     },
@@ -446,9 +471,9 @@ fn main() -> Result<()> {
             if args.guardrails > 0 && args.rounds > 0 {
                 let (mut plain, mut with_hooks, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..args.rounds {
-                    let p = cpu_per_req(&gw_url, &headers, c, args.seconds, gw.pid()).await?;
-                    let g =
-                        cpu_per_req(&guarded_url, guarded, c, args.seconds, guarded_pid).await?;
+                    let p = cpu_per_req(&gw_url, &headers, c, args.seconds, gw.pid(), false).await?;
+                    let g = cpu_per_req(&guarded_url, guarded, c, args.seconds, guarded_pid, unique)
+                        .await?;
                     plain.push(p);
                     with_hooks.push(g);
                     diffs.push(g - p);
@@ -468,12 +493,31 @@ fn main() -> Result<()> {
                 );
             }
         }
+        if args.governance {
+            // The same body every time: after the first, every answer is a hit.
+            for &c in &args.concurrency {
+                let (u0, s0) = cpu_split(guarded_pid)?;
+                let run = drive(&guarded_url, guarded, c, args.seconds, false).await;
+                let (u1, s1) = cpu_split(guarded_pid)?;
+                let hit = ((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6;
+                let miss =
+                    cpu_per_req(&guarded_url, guarded, c, args.seconds, guarded_pid, true).await?;
+                println!(
+                    "| {c} | governed, cache hits | {:.0} | {} | {} | {} | {hit:.1} µs (a miss: {miss:.1} µs; {:.2}x) | | |",
+                    run.rps(),
+                    ms(run.pct(0.5)),
+                    ms(run.pct(0.99)),
+                    run.errors,
+                    hit / miss.max(1e-9),
+                );
+            }
+        }
         if args.tree {
             for &c in &args.concurrency {
                 let mut per_req = Vec::new();
                 for (label, h) in [("one-target config", &single), ("3-level tree", &tree)] {
                     let (u0, s0) = cpu_split(gw.pid())?;
-                    let run = drive(&gw_url, h, c, args.seconds).await;
+                    let run = drive(&gw_url, h, c, args.seconds, false).await;
                     let (u1, s1) = cpu_split(gw.pid())?;
                     let cpu = ((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6;
                     let ratio = per_req.first().map_or(1.0, |base: &f64| cpu / base.max(1e-9));

@@ -1,0 +1,383 @@
+//! The simple cache: 2xx answers kept for requests asked again, JSON answers
+//! and SSE streams alike (a stream is replayed as it was sent).
+//!
+//! A request's key is a SHA-256 over what decides its answer: the provider,
+//! the upstream URL (host, deployment, region, model where the URL names
+//! it), the credentials (the key itself, or the target's provider options
+//! that hold them: two keys never share an entry), the values of headers
+//! forwarded upstream, the endpoint, and the body with its members sorted
+//! (so key order and whitespace do not matter). `max_age` is the age a
+//! request accepts (seconds, as Portkey documents; default 7 days);
+//! `x-portkey-cache-force-refresh: true` skips the lookup and stores the new
+//! answer. The store is bounded in bytes (`[cache] max_bytes`) and evicts
+//! the least recently used entries.
+//!
+//! This module calls nothing else in the pipeline.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// Portkey's default `max_age`: seven days.
+pub const DEFAULT_MAX_AGE_S: u64 = 7 * 86_400;
+
+/// `[cache]` in the server config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The most the entries may hold together; 0 turns caching off.
+    pub max_bytes: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What became of a request's cache lookup (`x-portkey-cache-status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Hit,
+    Miss,
+    /// Asked to skip the lookup; the answer is stored anew.
+    Refresh,
+    /// No cache asked for (or the request is not one that is cached).
+    Disabled,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Refresh => "REFRESH",
+            Self::Disabled => "DISABLED",
+        }
+    }
+}
+
+/// An entry's key.
+pub type Key = [u8; 32];
+
+/// Builds a [`Key`] from a request's parts, each length-prefixed so no two
+/// different sequences of parts hash alike.
+pub struct KeyBuilder(ring::digest::Context);
+
+impl Default for KeyBuilder {
+    fn default() -> Self {
+        let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+        c.update(b"sluice-cache-v1");
+        Self(c)
+    }
+}
+
+impl KeyBuilder {
+    pub fn part(mut self, bytes: &[u8]) -> Self {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    /// A JSON body with its object members sorted and no whitespace; a body
+    /// that is not JSON, as it is.
+    pub fn body(self, bytes: &[u8]) -> Self {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                canonical(&v, &mut out);
+                self.part(b"json").part(&out)
+            }
+            Err(_) => self.part(b"raw").part(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Key {
+        let digest = self.0.finish();
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        key
+    }
+}
+
+/// `value` as JSON text with every object's members sorted by name.
+fn canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // A string always serialises.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(v, out);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// A kept answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub status: u16,
+    /// `application/json`, `text/event-stream`, ...
+    pub content_type: String,
+    pub body: Bytes,
+    /// Unix milliseconds when it was stored.
+    pub stored_at_ms: i64,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.body.len() + self.content_type.len() + 96
+    }
+}
+
+struct Inner {
+    entries: lru::LruCache<Key, Entry>,
+    bytes: usize,
+}
+
+/// The answers kept in memory.
+pub struct Cache {
+    settings: CacheSettings,
+    inner: Mutex<Inner>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stored: AtomicU64,
+    evicted: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    pub fn new(settings: CacheSettings) -> Self {
+        Self {
+            settings,
+            inner: Mutex::new(Inner {
+                entries: lru::LruCache::unbounded(),
+                bytes: 0,
+            }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.max_bytes > 0
+    }
+
+    /// The largest answer kept: an eighth of the store.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.settings.max_bytes / 8
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry for `key` if it is at most `max_age_s` old; an older one is
+    /// dropped.
+    pub fn get(&self, key: &Key, max_age_s: u64, now_ms: i64) -> Option<Entry> {
+        let mut inner = self.inner();
+        let fresh = match inner.entries.get(key) {
+            Some(e) if now_ms.saturating_sub(e.stored_at_ms) <= (max_age_s as i64) * 1000 => {
+                Some(e.clone())
+            }
+            Some(_) => None,
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        if fresh.is_none()
+            && let Some(old) = inner.entries.pop(key)
+        {
+            inner.bytes -= old.size();
+        }
+        let counter = if fresh.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        fresh
+    }
+
+    /// Keeps `entry`, evicting the least recently used entries to make room.
+    pub fn put(&self, key: Key, entry: Entry) {
+        let size = entry.size();
+        if size > self.max_entry_bytes() {
+            return;
+        }
+        let mut inner = self.inner();
+        if let Some(old) = inner.entries.put(key, entry) {
+            inner.bytes -= old.size();
+        }
+        inner.bytes += size;
+        while inner.bytes > self.settings.max_bytes {
+            match inner.entries.pop_lru() {
+                Some((_, old)) => {
+                    inner.bytes -= old.size();
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                None => break,
+            }
+        }
+        self.stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text: lookups by outcome, entries, bytes, evictions.
+    pub fn prometheus(&self, out: &mut String) {
+        let (entries, bytes) = {
+            let inner = self.inner();
+            (inner.entries.len(), inner.bytes)
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "# HELP sluice_cache_lookups_total Simple-cache lookups by result.\n\
+             # TYPE sluice_cache_lookups_total counter\n\
+             sluice_cache_lookups_total{{result=\"hit\"}} {}\n\
+             sluice_cache_lookups_total{{result=\"miss\"}} {}\n\
+             # HELP sluice_cache_stores_total Answers stored in the simple cache.\n\
+             # TYPE sluice_cache_stores_total counter\n\
+             sluice_cache_stores_total {}\n\
+             # HELP sluice_cache_evictions_total Entries evicted to make room.\n\
+             # TYPE sluice_cache_evictions_total counter\n\
+             sluice_cache_evictions_total {}\n\
+             # HELP sluice_cache_entries Entries in the simple cache.\n\
+             # TYPE sluice_cache_entries gauge\n\
+             sluice_cache_entries {entries}\n\
+             # HELP sluice_cache_bytes Bytes the simple cache holds.\n\
+             # TYPE sluice_cache_bytes gauge\n\
+             sluice_cache_bytes {bytes}\n",
+            load(&self.hits),
+            load(&self.misses),
+            load(&self.stored),
+            load(&self.evicted),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: &str, at: i64) -> Entry {
+        Entry {
+            status: 200,
+            content_type: "application/json".into(),
+            body: Bytes::from(body.to_owned()),
+            stored_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn keys_ignore_member_order_and_whitespace_but_nothing_else() {
+        let key = |provider: &str, body: &str| {
+            KeyBuilder::default()
+                .part(provider.as_bytes())
+                .body(body.as_bytes())
+                .finish()
+        };
+        let a = key(
+            "openai",
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let b = key(
+            "openai",
+            r#"{ "messages": [ {"content": "hi", "role": "user"} ], "model": "m" }"#,
+        );
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            key(
+                "groq",
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#
+            )
+        );
+        assert_ne!(
+            a,
+            key(
+                "openai",
+                r#"{"model":"m","messages":[{"role":"user","content":"Hi"}]}"#
+            )
+        );
+        // Array order is meaning, not layout.
+        assert_ne!(
+            key("p", r#"{"stop":["a","b"]}"#),
+            key("p", r#"{"stop":["b","a"]}"#)
+        );
+        // Parts are length-prefixed: moving bytes between them changes the key.
+        let split = |x: &str, y: &str| {
+            KeyBuilder::default()
+                .part(x.as_bytes())
+                .part(y.as_bytes())
+                .finish()
+        };
+        assert_ne!(split("ab", "c"), split("a", "bc"));
+    }
+
+    #[test]
+    fn old_entries_miss_and_the_least_recently_used_go_first() {
+        // An entry of 100 bytes takes 212 with its overhead: eight fit.
+        let cache = Cache::new(CacheSettings { max_bytes: 1800 });
+        let k = |n: u8| [n; 32];
+        cache.put(k(1), entry(&"a".repeat(100), 1_000));
+        assert_eq!(cache.get(&k(1), 10, 5_000).map(|e| e.body.len()), Some(100));
+        // Older than this request accepts: a miss, and dropped.
+        assert_eq!(cache.get(&k(1), 10, 12_000), None);
+        assert_eq!(cache.get(&k(1), 100, 12_000), None);
+
+        // Room for about eight 100-byte entries: the ninth evicts the least
+        // recently used, which is not the one just read.
+        for n in 0..8 {
+            cache.put(k(n), entry(&"b".repeat(100), 0));
+        }
+        assert!(cache.get(&k(0), 10, 0).is_some());
+        cache.put(k(8), entry(&"c".repeat(100), 0));
+        assert!(cache.get(&k(0), 10, 0).is_some(), "read recently: kept");
+        assert!(
+            cache.get(&k(1), 10, 0).is_none(),
+            "least recently used: evicted"
+        );
+        // An entry over an eighth of the store is not kept.
+        cache.put(k(9), entry(&"d".repeat(300), 0));
+        assert!(cache.get(&k(9), 10, 0).is_none());
+        let mut text = String::new();
+        cache.prometheus(&mut text);
+        assert!(
+            text.contains("sluice_cache_lookups_total{result=\"hit\"} 3"),
+            "{text}"
+        );
+    }
+}
