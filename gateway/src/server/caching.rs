@@ -2,14 +2,13 @@
 //! are looked up and under which key, a hit as an answer, and a miss's
 //! answer kept as it passes to the client.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+
+use super::observe;
 
 use crate::GatewayError;
 use crate::cache::{Cache, Entry, KeyBuilder, Status};
@@ -127,109 +126,65 @@ pub fn storing(response: Response, cache: Arc<Cache>, lookup: &Lookup) -> Respon
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
-    let limit = cache.max_entry_bytes();
-    let broken = parts.extensions.get::<super::relay::Broken>().cloned();
-    let body = Teed {
-        broken,
-        inner: body,
+    let keeper = Keeper {
+        limit: cache.max_entry_bytes(),
+        broken: parts.extensions.get::<super::relay::Broken>().cloned(),
         kept: Vec::new(),
         len: 0,
-        limit,
-        store: Some(Pending {
-            cache,
-            key: lookup.key,
-            status: parts.status.as_u16(),
-            content_type,
-        }),
+        key: lookup.key,
+        status: parts.status.as_u16(),
+        content_type,
+        cache,
     };
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(parts, observe::observed(body, keeper))
 }
 
-struct Pending {
+/// Keeps an answer's frames and stores them when it ends whole.
+struct Keeper {
     cache: Arc<Cache>,
     key: crate::cache::Key,
     status: u16,
     content_type: String,
-}
-
-struct Teed {
-    inner: Body,
+    limit: usize,
     /// A stream that was ended with an error event is not kept.
     broken: Option<super::relay::Broken>,
     kept: Vec<Bytes>,
+    /// Past `limit`: nothing is kept.
     len: usize,
-    limit: usize,
-    /// Dropped when the answer cannot be kept.
-    store: Option<Pending>,
 }
 
-impl Teed {
-    fn store(&mut self) {
-        if self
+impl observe::Observer for Keeper {
+    fn data(&mut self, data: &Bytes) -> Option<Bytes> {
+        self.len += data.len();
+        if self.len <= self.limit {
+            self.kept.push(data.clone());
+        } else {
+            self.kept.clear();
+        }
+        None
+    }
+
+    fn end(self, how: observe::End) -> Option<Bytes> {
+        let broken = self
             .broken
             .as_ref()
-            .is_some_and(super::relay::Broken::is_set)
-        {
-            self.store = None;
+            .is_some_and(super::relay::Broken::is_set);
+        if how != observe::End::Complete || broken || self.len > self.limit {
+            return None;
         }
-        if let Some(p) = self.store.take() {
-            // A copy of its own: a frame may be a slice of a much larger read
-            // buffer, which a kept slice would pin for as long as the entry
-            // lives.
-            let body = Bytes::from(self.kept.concat());
-            p.cache.put(
-                p.key,
-                Entry {
-                    status: p.status,
-                    content_type: p.content_type,
-                    body,
-                    stored_at_ms: crate::usage::now_ms(),
-                },
-            );
-        }
-    }
-}
-
-impl http_body::Body for Teed {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref()
-                    && this.store.is_some()
-                {
-                    this.len += data.len();
-                    if this.len > this.limit {
-                        this.store = None;
-                        this.kept.clear();
-                    } else {
-                        this.kept.push(data.clone());
-                    }
-                }
-                if this.inner.is_end_stream() {
-                    this.store();
-                }
-            }
-            Poll::Ready(None) => this.store(),
-            Poll::Ready(Some(Err(_))) => this.store = None,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // A copy of its own: a frame may be a slice of a much larger read
+        // buffer, which a kept slice would pin for as long as the entry lives.
+        let body = Bytes::from(self.kept.concat());
+        self.cache.put(
+            self.key,
+            Entry {
+                status: self.status,
+                content_type: self.content_type,
+                body,
+                stored_at_ms: crate::usage::now_ms(),
+            },
+        );
+        None
     }
 }
 

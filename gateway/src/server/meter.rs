@@ -6,17 +6,13 @@
 //! answer's frames go on as they come (a stream whose usage chunk is hidden
 //! goes on in whole events).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http_body::{Body as _, Frame, SizeHint};
 
-use super::AppState;
+use super::{AppState, observe};
 use crate::limits::Bucket;
 use crate::limits::budget::Charge;
 use crate::usage::{Record, StreamMeter, Tokens};
@@ -83,6 +79,7 @@ impl Meter {
         self.record.stream = sse;
         let hide = sse && self.hide_usage;
         let running = Running {
+            hide,
             stream: sse.then(|| StreamMeter::new(hide)),
             kept: Vec::new(),
             kept_len: 0,
@@ -98,13 +95,7 @@ impl Meter {
             first_byte: None,
             meter: self,
         };
-        let body = Metered {
-            inner: body,
-            running: Some(Box::new(running)),
-            hide,
-            tail: None,
-        };
-        Response::from_parts(parts, Body::new(body))
+        Response::from_parts(parts, observe::observed(body, running))
     }
 }
 
@@ -113,6 +104,8 @@ const MAX_JSON: usize = 4 << 20;
 
 struct Running {
     meter: Meter,
+    /// The stream's usage chunk is taken out.
+    hide: bool,
     stream: Option<StreamMeter>,
     /// The answer's bytes, as far as they are kept: a JSON answer whole
     /// (up to [`MAX_JSON`]) for its usage, a stream's when bodies are logged.
@@ -122,9 +115,7 @@ struct Running {
     first_byte: Option<Instant>,
 }
 
-impl Running {
-    /// Reads one frame; returns what is passed on in its place, if anything
-    /// else.
+impl observe::Observer for Running {
     fn data(&mut self, data: &Bytes) -> Option<Bytes> {
         self.first_byte.get_or_insert_with(Instant::now);
         if self.kept_len + data.len() <= self.keep_limit {
@@ -137,8 +128,18 @@ impl Running {
             .map(Bytes::from)
     }
 
-    /// The answer is over (`complete`), or the client went away.
-    fn finish(mut self, complete: bool) {
+    fn rewrites(&self) -> bool {
+        self.hide
+    }
+
+    /// The answer is over, or the client went away (recorded as 499).
+    fn end(mut self, how: observe::End) -> Option<Bytes> {
+        let complete = how != observe::End::Dropped;
+        // What the stream meter held back of the last event.
+        let tail = match &mut self.stream {
+            Some(s) if complete => Some(Bytes::from(s.finish())),
+            _ => None,
+        };
         let now = Instant::now();
         let meter = &mut self.meter;
         let state = meter.state.clone();
@@ -148,10 +149,7 @@ impl Running {
             Bytes::from(self.kept.concat())
         };
         let tokens: Option<Tokens> = match &mut self.stream {
-            Some(s) => {
-                s.finish();
-                s.tokens()
-            }
+            Some(s) => s.tokens(),
             None => crate::usage::tokens::from_json(&body),
         };
         let r = &mut meter.record;
@@ -196,6 +194,7 @@ impl Running {
             r.response_body = Some(crate::usage::redacted_body(&body, max));
         }
         state.usage.record(std::mem::take(&mut meter.record));
+        tail
     }
 }
 
@@ -211,101 +210,4 @@ fn hook_results(answer: &[u8]) -> Option<String> {
         .ok()?
         .hook_results
         .map(|r| r.get().to_owned())
-}
-
-/// The answer's body with the meter on it.
-struct Metered {
-    inner: Body,
-    running: Option<Box<Running>>,
-    /// Frames may be rewritten (the usage chunk taken out).
-    hide: bool,
-    /// What the meter held back, passed on at the end.
-    tail: Option<Bytes>,
-}
-
-impl Metered {
-    fn finish(&mut self, complete: bool) {
-        if let Some(running) = self.running.take() {
-            running.finish(complete);
-        }
-    }
-
-    /// The inner body is over: what the meter held back becomes the tail,
-    /// and the record is made.
-    fn ended(&mut self) {
-        if let Some(running) = &mut self.running
-            && let Some(s) = &mut running.stream
-        {
-            let rest = s.finish();
-            if !rest.is_empty() {
-                self.tail = Some(Bytes::from(rest));
-            }
-        }
-        self.finish(true);
-    }
-}
-
-impl http_body::Body for Metered {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.get_mut();
-        if let Some(tail) = this.tail.take() {
-            return Poll::Ready(Some(Ok(Frame::data(tail))));
-        }
-        loop {
-            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    this.ended();
-                    return Poll::Ready(this.tail.take().map(|t| Ok(Frame::data(t))));
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.finish(true);
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(Some(Ok(frame))) => frame,
-            };
-            let out = match (&mut this.running, frame.data_ref()) {
-                (Some(running), Some(data)) => match running.data(data) {
-                    None => frame,
-                    // A held-back piece of an event: nothing to pass on yet.
-                    Some(out) if out.is_empty() && !this.inner.is_end_stream() => continue,
-                    Some(out) => Frame::data(out),
-                },
-                _ => frame,
-            };
-            // A body that knows it is over (a JSON answer) may not be polled
-            // again: the record is made now.
-            if this.inner.is_end_stream() && this.running.is_some() {
-                this.ended();
-            }
-            return Poll::Ready(Some(Ok(out)));
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.tail.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.hide {
-            SizeHint::default()
-        } else {
-            self.inner.size_hint()
-        }
-    }
-}
-
-impl Drop for Metered {
-    fn drop(&mut self) {
-        // Not polled to its end: complete only if there was nothing left
-        // (an empty answer); otherwise the client went away.
-        let complete = self.inner.is_end_stream();
-        self.finish(complete);
-    }
 }

@@ -10,6 +10,7 @@ mod auth;
 mod caching;
 mod context;
 mod meter;
+mod observe;
 mod proxy;
 mod relay;
 mod workers;
