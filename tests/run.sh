@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README.md). Sets up everything the tests need on a fresh
 # machine — the pinned Rust toolchain with its wasm targets, a Python venv with the
-# real OpenAI SDK, the toolchains of the example plugins (clang + wasi-libc,
+# real OpenAI SDK, Redis for the shared-state tests, the toolchains of the example plugins (clang + wasi-libc,
 # componentize-py, componentize-js) — builds the gateway binary the end-to-end
 # tests start, and runs every test in the workspace. `.ci/run` calls this.
 set -euo pipefail
@@ -23,6 +23,13 @@ if ! command -v clang >/dev/null 2>&1 || [ ! -f /usr/include/wasm32-wasi/stdlib.
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null
+fi
+# A real Redis server for the shared-state tests (Debian's package; the tests
+# start their own on a free loopback port).
+if ! command -v redis-server >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq redis-server >/dev/null
 fi
 py=plugins/examples/python
 if ! "$py/.venv/bin/componentize-py" --version >/dev/null 2>&1; then

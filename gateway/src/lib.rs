@@ -24,6 +24,7 @@ pub mod plugins;
 pub mod providers;
 pub mod routing;
 pub mod server;
+pub mod shared;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;

@@ -6,6 +6,7 @@
 pub mod examples;
 pub mod gateway;
 pub mod mock;
+pub mod redis;
 
 /// Paths of the plugin components built for the tests (`tests/build.rs`).
 pub mod fixtures {

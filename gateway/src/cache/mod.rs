@@ -152,6 +152,40 @@ impl Entry {
     fn size(&self) -> usize {
         self.body.len() + self.content_type.len() + 96
     }
+
+    /// The entry as bytes, for a store elsewhere (Redis): status (2 bytes),
+    /// stored time (8), the content type's length (2) and text, the body.
+    pub fn encode(&self) -> Vec<u8> {
+        let ct = self.content_type.as_bytes();
+        let mut out = Vec::with_capacity(12 + ct.len() + self.body.len());
+        out.extend_from_slice(&self.status.to_be_bytes());
+        out.extend_from_slice(&self.stored_at_ms.to_be_bytes());
+        out.extend_from_slice(&(ct.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        out.extend_from_slice(&ct[..ct.len().min(u16::MAX as usize)]);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// [`Entry::encode`]'s bytes back; `None` if they are not an entry.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let status = u16::from_be_bytes(bytes.get(0..2)?.try_into().ok()?);
+        let stored_at_ms = i64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?);
+        let ct_len = usize::from(u16::from_be_bytes(bytes.get(10..12)?.try_into().ok()?));
+        let content_type = std::str::from_utf8(bytes.get(12..12 + ct_len)?)
+            .ok()?
+            .to_owned();
+        Some(Self {
+            status,
+            content_type,
+            body: Bytes::copy_from_slice(bytes.get(12 + ct_len..)?),
+            stored_at_ms,
+        })
+    }
+
+    /// Whether a request that accepts `max_age_s` may use it at `now_ms`.
+    pub fn fresh(&self, max_age_s: u64, now_ms: i64) -> bool {
+        now_ms.saturating_sub(self.stored_at_ms) <= (max_age_s as i64).saturating_mul(1000)
+    }
 }
 
 struct Inner {
@@ -210,9 +244,7 @@ impl Cache {
     pub fn get(&self, key: &Key, max_age_s: u64, now_ms: i64) -> Option<Entry> {
         let mut inner = self.inner();
         let fresh = match inner.entries.get(key) {
-            Some(e) if now_ms.saturating_sub(e.stored_at_ms) <= (max_age_s as i64) * 1000 => {
-                Some(e.clone())
-            }
+            Some(e) if e.fresh(max_age_s, now_ms) => Some(e.clone()),
             Some(_) => None,
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +263,12 @@ impl Cache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         fresh
+    }
+
+    /// Counts a lookup made in a store elsewhere (Redis).
+    pub fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps `entry`, evicting the least recently used entries to make room.
@@ -373,6 +411,9 @@ mod tests {
         // An entry over an eighth of the store is not kept.
         cache.put(k(9), entry(&"d".repeat(300), 0));
         assert!(cache.get(&k(9), 10, 0).is_none());
+        let e = entry("{\"a\":1}", 42);
+        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        assert_eq!(Entry::decode(b"short"), None);
         let mut text = String::new();
         cache.prometheus(&mut text);
         assert!(

@@ -39,6 +39,10 @@
 //! [cache]                          # see cache/mod.rs; configs ask for it
 //! max_bytes = 67108864             # (`cache: {mode, max_age}`); 0 turns it off
 //!
+//! [redis]                          # share limits, budgets and the cache between
+//! url = "redis://127.0.0.1:6379/0" # gateways (see shared.rs); prefix "sluice:",
+//!                                  # timeout_ms 250
+//!
 //! [[pricing]]                      # USD per million tokens, over usage/pricing.toml
 //! provider = "azure-openai"        # optional: any provider
 //! model = "gpt-4o"
@@ -170,6 +174,8 @@ pub struct ServerConfig {
     pub pricing: Vec<crate::usage::PriceEntry>,
     /// `[cache]`: the simple cache's store.
     pub cache: crate::cache::CacheSettings,
+    /// `[redis]`: state shared by several gateways.
+    pub redis: Option<crate::shared::RedisSettings>,
 }
 
 impl ServerConfig {
@@ -228,6 +234,7 @@ impl ServerConfig {
                 "usage",
                 "pricing",
                 "cache",
+                "redis",
             ],
             |_| false,
         );
@@ -454,6 +461,38 @@ impl ServerConfig {
                 .map_or(cache.max_bytes, |n| n as usize);
         }
 
+        let mut redis = None;
+        if let Some(s) = root.get("redis").and_then(|_| section(&mut p, "redis")) {
+            s.deny_unknown(&mut p, &["url", "prefix", "timeout_ms"], |_| false);
+            let url = s.str(&mut p, "url");
+            match url.as_deref() {
+                None => p.push(
+                    "redis.url",
+                    "required: redis://HOST:PORT/DB or unix:///PATH",
+                ),
+                Some(u)
+                    if redis::Client::open(u).is_err()
+                        || !(u.starts_with("redis://")
+                            || u.starts_with("unix://")
+                            || u.starts_with("redis+unix://")) =>
+                {
+                    p.push(
+                        "redis.url",
+                        format!("`{u}` is not a redis://HOST:PORT/DB or unix:///PATH URL (TLS is not supported)"),
+                    );
+                }
+                Some(u) => {
+                    redis = Some(crate::shared::RedisSettings {
+                        url: u.to_owned(),
+                        prefix: s.str(&mut p, "prefix").unwrap_or_else(|| "sluice:".into()),
+                        timeout: s
+                            .uint(&mut p, "timeout_ms", 1, 60_000)
+                            .map_or(Duration::from_millis(250), Duration::from_millis),
+                    });
+                }
+            }
+        }
+
         let mut pricing = Vec::new();
         for (i, item) in items(&mut p, "pricing").iter().enumerate() {
             let path = format!("pricing[{i}]");
@@ -621,6 +660,7 @@ impl ServerConfig {
             usage,
             pricing,
             cache,
+            redis,
         })
     }
 }
@@ -733,6 +773,65 @@ mod tests {
             c.configs["main"].root.inherit.override_params["model"],
             "llama"
         );
+    }
+
+    #[test]
+    fn governance_sections_are_read_and_checked() {
+        let ok = ServerConfig::parse(
+            r#"
+            [redis]
+            url = "redis://127.0.0.1:6379/2"
+            [cache]
+            max_bytes = 1024
+            [usage]
+            log_bodies = true
+            [[budgets]]
+            scope = "key"
+            usd = 5
+            [[rate_limits]]
+            scope = "key"
+            tpm = 1000
+            "#,
+        )
+        .expect("valid");
+        let redis = ok.redis.expect("redis");
+        assert_eq!(
+            (redis.prefix.as_str(), redis.timeout.as_millis()),
+            ("sluice:", 250)
+        );
+        assert_eq!(
+            ok.budgets[0].budget.period,
+            crate::limits::budget::Period::Month
+        );
+        assert_eq!(
+            (ok.rate_limits[0].rpm, ok.rate_limits[0].tpm),
+            (None, Some(1000))
+        );
+        assert!(ok.usage.log_bodies && ok.cache.max_bytes == 1024);
+        assert!(ServerConfig::defaults().expect("defaults").redis.is_none());
+        let err = ServerConfig::parse(
+            r#"
+            [redis]
+            url = "rediss://secure:6380"
+            [[budgets]]
+            scope = "ip"
+            usd = 0
+            period = "week"
+            [[rate_limits]]
+            scope = "key"
+            "#,
+        )
+        .expect_err("invalid");
+        let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "redis.url",
+            "budgets[0].scope",
+            "budgets[0].period",
+            "rate_limits[0]",
+        ] {
+            assert!(paths.contains(&want), "{want} in {paths:?}");
+        }
+        assert!(ServerConfig::parse("[redis]\nprefix = \"x\"\n").is_err());
     }
 
     #[test]

@@ -127,17 +127,11 @@ impl Budgets {
             return Ok(());
         }
         let spent = self.spent();
-        for c in charges {
-            let used = spent.get(&c.slot(now)).copied().unwrap_or(0.0);
-            if used >= c.budget.usd {
-                return Err(Exhausted {
-                    bucket: c.id.clone(),
-                    budget: c.budget,
-                    spent: used,
-                });
-            }
-        }
-        Ok(())
+        let used: Vec<f64> = charges
+            .iter()
+            .map(|c| spent.get(&c.slot(now)).copied().unwrap_or(0.0))
+            .collect();
+        exhausted(charges, &used)
     }
 
     /// Adds `usd` to every budget in `charges`; returns the slots charged
@@ -171,6 +165,23 @@ impl Budgets {
             .get(&(bucket.to_owned(), period.start(now)))
             .copied()
             .unwrap_or(0.0)
+    }
+}
+
+/// The first budget whose spend (`spent`, one per charge) has reached it.
+/// Shared with stores elsewhere (Redis).
+pub fn exhausted(charges: &[Charge], spent: &[f64]) -> Result<(), Exhausted> {
+    match charges
+        .iter()
+        .zip(spent)
+        .find(|(c, used)| **used >= c.budget.usd)
+    {
+        Some((c, used)) => Err(Exhausted {
+            bucket: c.id.clone(),
+            budget: c.budget,
+            spent: *used,
+        }),
+        None => Ok(()),
     }
 }
 

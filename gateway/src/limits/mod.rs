@@ -153,42 +153,20 @@ impl RateLimiter {
             return Ok(Admitted::default());
         }
         let minute = now / 60;
-        let reset = 60 - now % 60;
         let mut windows = self.windows(minute);
         let current = |w: &HashMap<String, Window>, id: &str| match w.get(id) {
             Some(w) if w.minute == minute => *w,
             _ => Window::default(),
         };
-        for b in buckets {
-            let w = current(&windows, &b.id);
-            let full = [
-                (Unit::Requests, b.rpm, w.requests),
-                (Unit::Tokens, b.tpm, w.tokens),
-            ]
-            .into_iter()
-            .find_map(|(unit, limit, used)| {
-                limit.filter(|l| used >= *l).map(|limit| (unit, limit))
-            });
-            if let Some((unit, limit)) = full {
-                return Err(Limited {
-                    bucket: b.id.clone(),
-                    unit,
-                    limit,
-                    retry_after: reset,
-                });
-            }
-        }
-        let mut admitted = Admitted::default();
-        let tighter = |q: &mut Option<Quota>, limit: u64, used: u64| {
-            let remaining = limit.saturating_sub(used);
-            if q.is_none_or(|q| remaining < q.remaining) {
-                *q = Some(Quota {
-                    limit,
-                    remaining,
-                    reset,
-                });
-            }
-        };
+        let used: Vec<(u64, u64)> = buckets
+            .iter()
+            .map(|b| {
+                let w = current(&windows, &b.id);
+                (w.requests, w.tokens)
+            })
+            .collect();
+        refused(buckets, &used, now)?;
+        let mut after = Vec::with_capacity(buckets.len());
         for b in buckets {
             let w = windows.entry(b.id.clone()).or_default();
             if w.minute != minute {
@@ -198,14 +176,9 @@ impl RateLimiter {
                 };
             }
             w.requests += 1;
-            if let Some(rpm) = b.rpm {
-                tighter(&mut admitted.requests, rpm, w.requests);
-            }
-            if let Some(tpm) = b.tpm {
-                tighter(&mut admitted.tokens, tpm, w.tokens);
-            }
+            after.push((w.requests, w.tokens));
         }
-        Ok(admitted)
+        Ok(admitted(buckets, &after, now))
     }
 
     /// Adds an answer's tokens to the current minute of every bucket with a
@@ -227,6 +200,54 @@ impl RateLimiter {
             w.tokens += tokens;
         }
     }
+}
+
+/// The first bucket that is full, given each bucket's (requests, tokens)
+/// this minute before the request. Shared with stores elsewhere (Redis).
+pub fn refused(buckets: &[Bucket], used: &[(u64, u64)], now: u64) -> Result<(), Limited> {
+    for (b, &(requests, tokens)) in buckets.iter().zip(used) {
+        let full = [
+            (Unit::Requests, b.rpm, requests),
+            (Unit::Tokens, b.tpm, tokens),
+        ]
+        .into_iter()
+        .find_map(|(unit, limit, used)| limit.filter(|l| used >= *l).map(|limit| (unit, limit)));
+        if let Some((unit, limit)) = full {
+            return Err(Limited {
+                bucket: b.id.clone(),
+                unit,
+                limit,
+                retry_after: 60 - now % 60,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The tightest bucket's state for each unit, given each bucket's
+/// (requests, tokens) this minute with the request counted.
+pub fn admitted(buckets: &[Bucket], after: &[(u64, u64)], now: u64) -> Admitted {
+    let reset = 60 - now % 60;
+    let mut out = Admitted::default();
+    let tighter = |q: &mut Option<Quota>, limit: u64, used: u64| {
+        let remaining = limit.saturating_sub(used);
+        if q.is_none_or(|q| remaining < q.remaining) {
+            *q = Some(Quota {
+                limit,
+                remaining,
+                reset,
+            });
+        }
+    };
+    for (b, &(requests, tokens)) in buckets.iter().zip(after) {
+        if let Some(rpm) = b.rpm {
+            tighter(&mut out.requests, rpm, requests);
+        }
+        if let Some(tpm) = b.tpm {
+            tighter(&mut out.tokens, tpm, tokens);
+        }
+    }
+    out
 }
 
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.

@@ -98,6 +98,24 @@ pub fn lookup(
     })
 }
 
+/// The kept answer for a lookup: from Redis when the gateways share state
+/// (a failure there is a miss), else from memory.
+pub async fn get(state: &super::AppState, lookup: &Lookup) -> Option<Entry> {
+    let now = crate::usage::now_ms();
+    let Some(redis) = &state.redis else {
+        return state.cache.get(&lookup.key, lookup.max_age_s, now);
+    };
+    let found = match redis.cache_get(&lookup.key, lookup.max_age_s, now).await {
+        Ok(found) => found,
+        Err(e) => {
+            crate::shared::failed("cache lookup", &e);
+            None
+        }
+    };
+    state.cache.count(found.is_some());
+    found
+}
+
 /// A kept answer, marked as the gateway's own (not the target's health).
 pub fn hit(entry: Entry) -> Response {
     let mut response = Response::new(Body::from(entry.body));
@@ -115,7 +133,7 @@ pub fn hit(entry: Entry) -> Response {
 /// A 2xx answer that is kept once it has passed whole (a stream the relay
 /// ended with an error event, a cut body, or one over the entry limit, is
 /// not).
-pub fn storing(response: Response, cache: Arc<Cache>, lookup: &Lookup) -> Response {
+pub fn storing(response: Response, state: &super::AppState, lookup: &Lookup) -> Response {
     if !response.status().is_success() {
         return response;
     }
@@ -127,14 +145,16 @@ pub fn storing(response: Response, cache: Arc<Cache>, lookup: &Lookup) -> Respon
         .unwrap_or("application/json")
         .to_owned();
     let keeper = Keeper {
-        limit: cache.max_entry_bytes(),
+        limit: state.cache.max_entry_bytes(),
+        max_age_s: lookup.max_age_s,
+        redis: state.redis.clone(),
         broken: parts.extensions.get::<super::relay::Broken>().cloned(),
         kept: Vec::new(),
         len: 0,
         key: lookup.key,
         status: parts.status.as_u16(),
         content_type,
-        cache,
+        cache: state.cache.clone(),
     };
     Response::from_parts(parts, observe::observed(body, keeper))
 }
@@ -142,6 +162,9 @@ pub fn storing(response: Response, cache: Arc<Cache>, lookup: &Lookup) -> Respon
 /// Keeps an answer's frames and stores them when it ends whole.
 struct Keeper {
     cache: Arc<Cache>,
+    /// Where the entry goes instead, when the gateways share state.
+    redis: Option<Arc<crate::shared::Redis>>,
+    max_age_s: u64,
     key: crate::cache::Key,
     status: u16,
     content_type: String,
@@ -175,15 +198,23 @@ impl observe::Observer for Keeper {
         // A copy of its own: a frame may be a slice of a much larger read
         // buffer, which a kept slice would pin for as long as the entry lives.
         let body = Bytes::from(self.kept.concat());
-        self.cache.put(
-            self.key,
-            Entry {
-                status: self.status,
-                content_type: self.content_type,
-                body,
-                stored_at_ms: crate::usage::now_ms(),
-            },
-        );
+        let entry = Entry {
+            status: self.status,
+            content_type: self.content_type,
+            body,
+            stored_at_ms: crate::usage::now_ms(),
+        };
+        match self.redis {
+            Some(redis) => {
+                let (key, max_age) = (self.key, self.max_age_s);
+                crate::shared::detach(async move {
+                    if let Err(e) = redis.cache_put(&key, &entry, max_age).await {
+                        crate::shared::failed("cache store", &e);
+                    }
+                });
+            }
+            None => self.cache.put(self.key, entry),
+        }
         None
     }
 }

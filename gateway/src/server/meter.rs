@@ -177,14 +177,39 @@ impl observe::Observer for Running {
                 r.saved_cost = cost;
                 r.cost = cost.map(|_| 0.0);
             } else {
-                state
-                    .rate
-                    .charge_tokens(&meter.buckets, t.total(), unix.max(0) as u64);
+                match &state.redis {
+                    Some(redis) if meter.buckets.iter().any(|b| b.tpm.is_some()) => {
+                        let (redis, buckets) = (redis.clone(), meter.buckets.clone());
+                        crate::shared::detach(async move {
+                            let now = unix.max(0) as u64;
+                            if let Err(e) = redis.charge_tokens(&buckets, t.total(), now).await {
+                                crate::shared::failed("token counts", &e);
+                            }
+                        });
+                    }
+                    _ => state
+                        .rate
+                        .charge_tokens(&meter.buckets, t.total(), unix.max(0) as u64),
+                }
                 r.cost = cost;
             }
         }
         if let Some(cost) = r.cost {
+            // This gateway's own spend is kept either way: it is what the
+            // state database restores, and what it falls back on.
             r.budgets = state.budgets.spend(&meter.charges, cost, unix);
+            if let Some(redis) = state
+                .redis
+                .clone()
+                .filter(|_| !meter.charges.is_empty() && cost > 0.0)
+            {
+                let charges = meter.charges.clone();
+                crate::shared::detach(async move {
+                    if let Err(e) = redis.spend(&charges, cost, unix).await {
+                        crate::shared::failed("budget spend", &e);
+                    }
+                });
+            }
         }
         if self.stream.is_none() {
             r.hook_results = hook_results(&body);

@@ -85,6 +85,8 @@ pub struct AppState {
     pub usage: Arc<crate::usage::Recorder>,
     pub pricing: Arc<crate::usage::Pricing>,
     pub cache: Arc<crate::cache::Cache>,
+    /// This worker's connection to shared state, when `[redis]` is set.
+    pub redis: Option<Arc<crate::shared::Redis>>,
     pub started: Instant,
 }
 
@@ -95,6 +97,12 @@ impl AppState {
             .map_err(|e| GatewayError::Internal(format!("cannot build the HTTP client: {e}")))?
             .sharing(shared.tokens.clone(), shared.fetches.clone());
         let auth_required = config.auth_required();
+        let redis = match &config.redis {
+            Some(settings) => Some(Arc::new(
+                crate::shared::Redis::new(settings).map_err(GatewayError::Internal)?,
+            )),
+            None => None,
+        };
         Ok(Self {
             config,
             outbound: Arc::new(upstream.clone()),
@@ -110,6 +118,7 @@ impl AppState {
             usage: shared.usage.clone(),
             pricing: shared.pricing.clone(),
             cache: shared.cache.clone(),
+            redis,
             auth_required,
             started: Instant::now(),
         })

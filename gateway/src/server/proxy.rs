@@ -170,25 +170,8 @@ async fn run(
     };
     let now = crate::keys::now().max(0);
     meter.charges = budget_charges(state, settings, &scopes);
-    state
-        .budgets
-        .check(&meter.charges, now)
-        .map_err(|e| GatewayError::BudgetExhausted {
-            bucket: e.bucket,
-            budget: e.budget,
-            spent: e.spent,
-        })?;
     meter.buckets = rate_buckets(state, settings, &scopes);
-    let admitted =
-        state
-            .rate
-            .admit(&meter.buckets, now as u64)
-            .map_err(|l| GatewayError::RateLimited {
-                bucket: l.bucket,
-                unit: l.unit,
-                limit: l.limit,
-                retry_after: l.retry_after,
-            })?;
+    let admitted = admit(state, &meter.charges, &meter.buckets, now).await?;
     meter.record.key_id = caller.map(|c| c.key.id.clone());
     meter.record.virtual_key = virtual_key;
     if !metadata.is_empty() && meter.needed() {
@@ -252,6 +235,52 @@ async fn run(
     caching::status_header(&mut response, cache_status);
     crate::limits::admitted_headers(response.headers_mut(), &admitted);
     Ok(response)
+}
+
+/// Checks the request's budgets, then counts it in its rate-limit buckets:
+/// in Redis when the gateways share state (this gateway's own counters if
+/// Redis fails), else in memory.
+async fn admit(
+    state: &AppState,
+    charges: &[crate::limits::budget::Charge],
+    buckets: &[crate::limits::Bucket],
+    now: i64,
+) -> Result<crate::limits::Admitted, GatewayError> {
+    let shared_budgets = match (&state.redis, charges.is_empty()) {
+        (Some(redis), false) => match redis.check_budgets(charges, now).await {
+            Ok(checked) => Some(checked),
+            Err(e) => {
+                crate::shared::failed("budgets", &e);
+                None
+            }
+        },
+        _ => None,
+    };
+    shared_budgets
+        .unwrap_or_else(|| state.budgets.check(charges, now))
+        .map_err(|e| GatewayError::BudgetExhausted {
+            bucket: e.bucket,
+            budget: e.budget,
+            spent: e.spent,
+        })?;
+    let shared_limits = match (&state.redis, buckets.is_empty()) {
+        (Some(redis), false) => match redis.admit(buckets, now as u64).await {
+            Ok(admitted) => Some(admitted),
+            Err(e) => {
+                crate::shared::failed("rate limits", &e);
+                None
+            }
+        },
+        _ => None,
+    };
+    shared_limits
+        .unwrap_or_else(|| state.rate.admit(buckets, now as u64))
+        .map_err(|l| GatewayError::RateLimited {
+            bucket: l.bucket,
+            unit: l.unit,
+            limit: l.limit,
+            retry_after: l.retry_after,
+        })
 }
 
 /// What a request is counted by in rate limits and budgets.
@@ -623,7 +652,7 @@ impl Attempts for Proxied<'_> {
         let (status, kept) = match &lookup {
             None => (cache::Status::Disabled, None),
             Some(l) if l.refresh => (cache::Status::Refresh, None),
-            Some(l) => match state.cache.get(&l.key, l.max_age_s, crate::usage::now_ms()) {
+            Some(l) => match caching::get(state, l).await {
                 Some(entry) => (cache::Status::Hit, Some(entry)),
                 None => (cache::Status::Miss, None),
             },
@@ -638,7 +667,7 @@ impl Attempts for Proxied<'_> {
                     .call_upstream(target, ready, deadline, in_flight, upstream_req)
                     .await?;
                 match &lookup {
-                    Some(l) => caching::storing(response, state.cache.clone(), l),
+                    Some(l) => caching::storing(response, state, l),
                     None => response,
                 }
             }
