@@ -5,14 +5,22 @@
 //!
 //! ```text
 //! server     decode the request, size limit, request id, answer the client
+//! keys       gateway keys (who calls, in which role) and virtual keys
 //! config     the server's TOML settings and Portkey's routing config JSON
+//! limits     rate limits (requests, tokens) and budgets
 //! routing    turn headers + config into the target(s) to call
 //! guardrails hooks that may rewrite or answer a request before it leaves
+//! cache      answers kept for repeated calls
 //! providers  per-provider request building (providers are data: catalog.toml)
 //! upstream   the pooled HTTP client, SSRF policy, timeouts, header hygiene
+//! usage      tokens, cost and the request log
 //! telemetry  logging set-up and secret redaction
-//! plugins    the WebAssembly plugin host (next: the plugin platform)
+//! plugins    the WebAssembly plugin host
 //! ```
+//!
+//! Where state lives: `state` (one SQLite file: keys, the request log,
+//! budgets' spend) and, when several gateways share it, `shared` (Redis:
+//! rate-limit windows, budgets, the cache).
 
 pub mod cache;
 pub mod config;
