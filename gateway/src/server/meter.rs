@@ -212,7 +212,8 @@ impl observe::Observer for Running {
             }
         }
         if self.stream.is_none() {
-            r.hook_results = hook_results(&body);
+            r.hook_results = super::proxy::hook_results::<&serde_json::value::RawValue>(&body)
+                .map(|r| r.get().to_owned());
         }
         if state.usage.settings().log_bodies {
             let max = state.usage.settings().max_body_bytes;
@@ -221,18 +222,4 @@ impl observe::Observer for Running {
         state.usage.record(std::mem::take(&mut meter.record));
         tail
     }
-}
-
-/// The `hook_results` of a JSON answer, as JSON text.
-fn hook_results(answer: &[u8]) -> Option<String> {
-    memchr::memmem::find(answer, b"\"hook_results\"")?;
-    #[derive(serde::Deserialize)]
-    struct With<'a> {
-        #[serde(borrow)]
-        hook_results: Option<&'a serde_json::value::RawValue>,
-    }
-    serde_json::from_slice::<With<'_>>(answer)
-        .ok()?
-        .hook_results
-        .map(|r| r.get().to_owned())
 }

@@ -768,7 +768,7 @@ async fn back_to(
         }
     };
     // Guardrails' verdicts (on a 246 answer or a 446 refusal) stay with it.
-    if let Some(results) = hook_results(&bytes)
+    if let Some(results) = hook_results::<Value>(&bytes)
         && let Some(object) = converted.as_object_mut()
     {
         object.insert("hook_results".into(), results);
@@ -783,17 +783,15 @@ async fn back_to(
     ))
 }
 
-/// The `hook_results` of a JSON answer, if the guardrails added them.
-fn hook_results(answer: &[u8]) -> Option<Value> {
-    const KEY: &[u8] = b"\"hook_results\"";
-    if !answer.windows(KEY.len()).any(|w| w == KEY) {
-        return None;
-    }
+/// The `hook_results` of a JSON answer, if the guardrails added them, read
+/// as `T` (a `Value`, or the JSON text as a `&RawValue`).
+pub(super) fn hook_results<'a, T: serde::Deserialize<'a>>(answer: &'a [u8]) -> Option<T> {
+    memchr::memmem::find(answer, b"\"hook_results\"")?;
     #[derive(serde::Deserialize)]
-    struct WithResults {
-        hook_results: Option<Value>,
+    struct WithResults<T> {
+        hook_results: Option<T>,
     }
-    serde_json::from_slice::<WithResults>(answer)
+    serde_json::from_slice::<WithResults<T>>(answer)
         .ok()?
         .hook_results
 }
@@ -1128,6 +1126,18 @@ mod tests {
             Some(serde_json::json!({"k": {"a": [1]}}))
         );
         assert_eq!(with_member(b"[1]", "k", v), b"[1]");
+    }
+
+    #[test]
+    fn hook_results_are_read_as_a_value_or_as_text() {
+        let answer = br#"{"id":"x","hook_results":{"before_request_hooks":[]}}"#;
+        assert_eq!(
+            hook_results::<Value>(answer),
+            Some(json!({"before_request_hooks": []}))
+        );
+        let raw = hook_results::<&serde_json::value::RawValue>(answer);
+        assert_eq!(raw.map(|r| r.get()), Some(r#"{"before_request_hooks":[]}"#));
+        assert_eq!(hook_results::<Value>(br#"{"id":"x"}"#), None);
     }
 
     #[test]
