@@ -10,20 +10,25 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::GatewayError;
-use crate::usage::query::{self, Params};
+use crate::usage::query::{LogQuery, Params, Query, UsageQuery};
 
-type Query =
-    fn(&rusqlite::Connection, &Params) -> rusqlite::Result<Result<serde_json::Value, String>>;
-
-async fn read(state: Arc<AppState>, raw: Option<String>, run: Query) -> Response {
+/// Checks the query string, then runs the query on the blocking pool.
+async fn read<Q: Query>(
+    state: Arc<AppState>,
+    raw: Option<String>,
+    parse: fn(&Params) -> Result<Q, String>,
+) -> Response {
     let params: Params = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
+    let query = match parse(&params) {
+        Ok(q) => q,
+        Err(why) => return GatewayError::invalid(why, None).into_response(),
+    };
     let usage = state.usage.clone();
-    let result = tokio::task::spawn_blocking(move || usage.read(|c| run(c, &params))).await;
+    let result = tokio::task::spawn_blocking(move || usage.read(|c| query.run(c))).await;
     match result {
-        Ok(Some(Ok(Ok(value)))) => axum::Json(value).into_response(),
-        Ok(Some(Ok(Err(why)))) => GatewayError::invalid(why, None).into_response(),
+        Ok(Some(Ok(value))) => axum::Json(value).into_response(),
         Ok(None) => {
             GatewayError::Unsupported("the request log is off ([usage] enabled = false)".into())
                 .into_response()
@@ -34,9 +39,9 @@ async fn read(state: Arc<AppState>, raw: Option<String>, run: Query) -> Response
 }
 
 pub async fn logs(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
-    read(state, raw, query::logs).await
+    read(state, raw, LogQuery::parse).await
 }
 
 pub async fn usage(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
-    read(state, raw, query::usage).await
+    read(state, raw, UsageQuery::parse).await
 }

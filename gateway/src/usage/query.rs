@@ -210,186 +210,207 @@ impl Filter {
     }
 }
 
+/// What [`LogQuery`] and [`UsageQuery`] have in common: checked first (a bad
+/// parameter is the client's error, found before any I/O), run later on
+/// the blocking pool.
+pub trait Query: Send + 'static {
+    fn run(&self, c: &rusqlite::Connection) -> rusqlite::Result<Value>;
+}
+
 /// `GET /admin/logs`: the newest records first, `limit` (default 50, at most
 /// 1000) at a time; `before` (a record id, the last page's `next`) pages on.
-pub fn logs(
-    c: &rusqlite::Connection,
-    params: &Params,
-) -> Result<Result<Value, String>, rusqlite::Error> {
-    let filter = match Filter::parse(params, &["limit", "before"]) {
-        Ok(f) => f,
-        Err(why) => return Ok(Err(why)),
-    };
-    let limit = match int(params, "limit") {
-        Ok(n) => n.unwrap_or(50),
-        Err(why) => return Ok(Err(why)),
-    };
-    if !(1..=1000).contains(&limit) {
-        return Ok(Err(format!(
-            "`limit` must be from 1 to 1000, found {limit}"
-        )));
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogQuery {
+    filter: Filter,
+    limit: i64,
+    before: Option<i64>,
+}
+
+impl LogQuery {
+    pub fn parse(params: &Params) -> Result<Self, String> {
+        let filter = Filter::parse(params, &["limit", "before"])?;
+        let limit = int(params, "limit")?.unwrap_or(50);
+        if !(1..=1000).contains(&limit) {
+            return Err(format!("`limit` must be from 1 to 1000, found {limit}"));
+        }
+        Ok(Self {
+            filter,
+            limit,
+            before: int(params, "before")?,
+        })
     }
-    let before = match int(params, "before") {
-        Ok(n) => n,
-        Err(why) => return Ok(Err(why)),
-    };
-    let mut args = Vec::new();
-    let mut filter_sql = filter.sql(&mut args);
-    if let Some(before) = before {
-        args.push(Sql::Integer(before));
-        let term = format!("id < ?{}", args.len());
-        filter_sql = if filter_sql.is_empty() {
-            format!("WHERE {term}")
+}
+
+impl Query for LogQuery {
+    fn run(&self, c: &rusqlite::Connection) -> rusqlite::Result<Value> {
+        let Self {
+            filter,
+            limit,
+            before,
+        } = self;
+        let limit = *limit;
+        let mut args = Vec::new();
+        let mut filter_sql = filter.sql(&mut args);
+        if let Some(before) = *before {
+            args.push(Sql::Integer(before));
+            let term = format!("id < ?{}", args.len());
+            filter_sql = if filter_sql.is_empty() {
+                format!("WHERE {term}")
+            } else {
+                format!("{filter_sql} AND {term}")
+            };
+        }
+        args.push(Sql::Integer(limit));
+        let sql = format!(
+            "SELECT id, ts, trace_id, key_id, virtual_key, provider, model, route, status,
+                    latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, cost, cache,
+                    retries, target, stream, hook_results, metadata, request_body, response_body,
+                    saved_cost
+             FROM requests {filter_sql} ORDER BY id DESC LIMIT ?{}",
+            args.len()
+        );
+        let mut stmt = c.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            let json_text = |i: usize| -> rusqlite::Result<Value> {
+                Ok(r.get::<_, Option<String>>(i)?
+                    .map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+                    .unwrap_or(Value::Null))
+            };
+            let ts: i64 = r.get(1)?;
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?,
+                "time": ts,
+                "trace_id": r.get::<_, String>(2)?,
+                "key_id": r.get::<_, Option<String>>(3)?,
+                "virtual_key": r.get::<_, Option<String>>(4)?,
+                "provider": r.get::<_, Option<String>>(5)?,
+                "model": r.get::<_, Option<String>>(6)?,
+                "route": r.get::<_, String>(7)?,
+                "status": r.get::<_, i64>(8)?,
+                "latency_ms": r.get::<_, i64>(9)?,
+                "ttft_ms": r.get::<_, Option<i64>>(10)?,
+                "input_tokens": r.get::<_, Option<i64>>(11)?,
+                "output_tokens": r.get::<_, Option<i64>>(12)?,
+                "cached_tokens": r.get::<_, Option<i64>>(13)?,
+                "cost": r.get::<_, Option<f64>>(14)?,
+                "cache": r.get::<_, Option<String>>(15)?,
+                "retries": r.get::<_, i64>(16)?,
+                "target": r.get::<_, Option<String>>(17)?,
+                "stream": r.get::<_, bool>(18)?,
+                "hook_results": json_text(19)?,
+                "metadata": json_text(20)?,
+                "request_body": r.get::<_, Option<String>>(21)?,
+                "response_body": r.get::<_, Option<String>>(22)?,
+                "saved_cost": r.get::<_, Option<f64>>(23)?,
+            }))
+        })?;
+        let data = rows.collect::<Result<Vec<_>, _>>()?;
+        let next = if data.len() as i64 == limit {
+            data.last().and_then(|r| r["id"].as_i64())
         } else {
-            format!("{filter_sql} AND {term}")
+            None
         };
+        Ok(json!({"object": "list", "data": data, "next": next}))
     }
-    args.push(Sql::Integer(limit));
-    let sql = format!(
-        "SELECT id, ts, trace_id, key_id, virtual_key, provider, model, route, status,
-                latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, cost, cache,
-                retries, target, stream, hook_results, metadata, request_body, response_body,
-                saved_cost
-         FROM requests {filter_sql} ORDER BY id DESC LIMIT ?{}",
-        args.len()
-    );
-    let mut stmt = c.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-        let json_text = |i: usize| -> rusqlite::Result<Value> {
-            Ok(r.get::<_, Option<String>>(i)?
-                .map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
-                .unwrap_or(Value::Null))
-        };
-        let ts: i64 = r.get(1)?;
-        Ok(json!({
-            "id": r.get::<_, i64>(0)?,
-            "time": ts,
-            "trace_id": r.get::<_, String>(2)?,
-            "key_id": r.get::<_, Option<String>>(3)?,
-            "virtual_key": r.get::<_, Option<String>>(4)?,
-            "provider": r.get::<_, Option<String>>(5)?,
-            "model": r.get::<_, Option<String>>(6)?,
-            "route": r.get::<_, String>(7)?,
-            "status": r.get::<_, i64>(8)?,
-            "latency_ms": r.get::<_, i64>(9)?,
-            "ttft_ms": r.get::<_, Option<i64>>(10)?,
-            "input_tokens": r.get::<_, Option<i64>>(11)?,
-            "output_tokens": r.get::<_, Option<i64>>(12)?,
-            "cached_tokens": r.get::<_, Option<i64>>(13)?,
-            "cost": r.get::<_, Option<f64>>(14)?,
-            "cache": r.get::<_, Option<String>>(15)?,
-            "retries": r.get::<_, i64>(16)?,
-            "target": r.get::<_, Option<String>>(17)?,
-            "stream": r.get::<_, bool>(18)?,
-            "hook_results": json_text(19)?,
-            "metadata": json_text(20)?,
-            "request_body": r.get::<_, Option<String>>(21)?,
-            "response_body": r.get::<_, Option<String>>(22)?,
-            "saved_cost": r.get::<_, Option<f64>>(23)?,
-        }))
-    })?;
-    let data = rows.collect::<Result<Vec<_>, _>>()?;
-    let next = if data.len() as i64 == limit {
-        data.last().and_then(|r| r["id"].as_i64())
-    } else {
-        None
-    };
-    Ok(Ok(json!({"object": "list", "data": data, "next": next})))
 }
 
 /// `GET /admin/usage`: sums of requests, errors, tokens, cost and latency,
 /// grouped by `group_by` (a comma-separated list; none: one total row).
-pub fn usage(
-    c: &rusqlite::Connection,
-    params: &Params,
-) -> Result<Result<Value, String>, rusqlite::Error> {
-    let filter = match Filter::parse(params, &["group_by"]) {
-        Ok(f) => f,
-        Err(why) => return Ok(Err(why)),
-    };
-    let groups = match params
-        .get("group_by")
-        .map(|g| {
-            g.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Group::parse)
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()
-    {
-        Ok(g) => g.unwrap_or_default(),
-        Err(why) => return Ok(Err(why)),
-    };
-    if groups.len() > 4 {
-        return Ok(Err("`group_by` takes at most 4 fields".into()));
-    }
-    let mut args = Vec::new();
-    let exprs: Vec<String> = groups.iter().map(|g| g.expr(&mut args)).collect();
-    let filter_sql = filter.sql(&mut args);
-    let select: String = exprs.iter().map(|e| format!("{e}, ")).collect();
-    let group_sql = if exprs.is_empty() {
-        String::new()
-    } else {
-        let positions: Vec<String> = (1..=exprs.len()).map(|i| i.to_string()).collect();
-        format!(
-            "GROUP BY {} ORDER BY {}",
-            positions.join(", "),
-            positions.join(", ")
-        )
-    };
-    let sql = format!(
-        "SELECT {select} COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens),
-                SUM(cached_tokens), SUM(cost), AVG(latency_ms), SUM(cache = 'HIT'),
-                SUM(cost IS NULL AND input_tokens IS NOT NULL), SUM(saved_cost)
-         FROM requests {filter_sql} {group_sql}"
-    );
-    let mut stmt = c.prepare(&sql)?;
-    let n = groups.len();
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-        let mut row = Map::new();
-        for (i, g) in groups.iter().enumerate() {
-            let v: Sql = r.get(i)?;
-            row.insert(
-                g.name(),
-                match v {
-                    Sql::Null => Value::Null,
-                    Sql::Integer(i) => json!(i),
-                    Sql::Real(f) => json!(f),
-                    Sql::Text(t) => Value::String(t),
-                    Sql::Blob(_) => Value::Null,
-                },
-            );
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    filter: Filter,
+    groups: Vec<Group>,
+}
+
+impl UsageQuery {
+    pub fn parse(params: &Params) -> Result<Self, String> {
+        let filter = Filter::parse(params, &["group_by"])?;
+        let groups = params
+            .get("group_by")
+            .map(|g| {
+                g.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Group::parse)
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        if groups.len() > 4 {
+            return Err("`group_by` takes at most 4 fields".into());
         }
-        let count = |i: usize| -> rusqlite::Result<i64> {
-            Ok(r.get::<_, Option<i64>>(n + i)?.unwrap_or(0))
+        Ok(Self { filter, groups })
+    }
+}
+
+impl Query for UsageQuery {
+    fn run(&self, c: &rusqlite::Connection) -> rusqlite::Result<Value> {
+        let Self { filter, groups } = self;
+        let mut args = Vec::new();
+        let exprs: Vec<String> = groups.iter().map(|g| g.expr(&mut args)).collect();
+        let filter_sql = filter.sql(&mut args);
+        let select: String = exprs.iter().map(|e| format!("{e}, ")).collect();
+        let group_sql = if exprs.is_empty() {
+            String::new()
+        } else {
+            let positions: Vec<String> = (1..=exprs.len()).map(|i| i.to_string()).collect();
+            format!(
+                "GROUP BY {} ORDER BY {}",
+                positions.join(", "),
+                positions.join(", ")
+            )
         };
-        row.insert("requests".into(), json!(count(0)?));
-        row.insert("errors".into(), json!(count(1)?));
-        row.insert("input_tokens".into(), json!(count(2)?));
-        row.insert("output_tokens".into(), json!(count(3)?));
-        row.insert("cached_tokens".into(), json!(count(4)?));
-        row.insert(
-            "cost".into(),
-            json!(r.get::<_, Option<f64>>(n + 5)?.unwrap_or(0.0)),
+        let sql = format!(
+            "SELECT {select} COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens),
+                    SUM(cached_tokens), SUM(cost), AVG(latency_ms), SUM(cache = 'HIT'),
+                    SUM(cost IS NULL AND input_tokens IS NOT NULL), SUM(saved_cost)
+             FROM requests {filter_sql} {group_sql}"
         );
-        row.insert(
-            "avg_latency_ms".into(),
-            json!(r.get::<_, Option<f64>>(n + 6)?.map(|l| l.round() as i64)),
-        );
-        row.insert("cache_hits".into(), json!(count(7)?));
-        row.insert("unpriced_requests".into(), json!(count(8)?));
-        row.insert(
-            "saved_cost".into(),
-            json!(r.get::<_, Option<f64>>(n + 9)?.unwrap_or(0.0)),
-        );
-        Ok(Value::Object(row))
-    })?;
-    let data = rows.collect::<Result<Vec<_>, _>>()?;
-    let group_by: Vec<String> = groups.iter().map(Group::name).collect();
-    Ok(Ok(
-        json!({"object": "list", "group_by": group_by, "data": data}),
-    ))
+        let mut stmt = c.prepare(&sql)?;
+        let n = groups.len();
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            let mut row = Map::new();
+            for (i, g) in groups.iter().enumerate() {
+                let v: Sql = r.get(i)?;
+                row.insert(
+                    g.name(),
+                    match v {
+                        Sql::Null => Value::Null,
+                        Sql::Integer(i) => json!(i),
+                        Sql::Real(f) => json!(f),
+                        Sql::Text(t) => Value::String(t),
+                        Sql::Blob(_) => Value::Null,
+                    },
+                );
+            }
+            let count = |i: usize| -> rusqlite::Result<i64> {
+                Ok(r.get::<_, Option<i64>>(n + i)?.unwrap_or(0))
+            };
+            row.insert("requests".into(), json!(count(0)?));
+            row.insert("errors".into(), json!(count(1)?));
+            row.insert("input_tokens".into(), json!(count(2)?));
+            row.insert("output_tokens".into(), json!(count(3)?));
+            row.insert("cached_tokens".into(), json!(count(4)?));
+            row.insert(
+                "cost".into(),
+                json!(r.get::<_, Option<f64>>(n + 5)?.unwrap_or(0.0)),
+            );
+            row.insert(
+                "avg_latency_ms".into(),
+                json!(r.get::<_, Option<f64>>(n + 6)?.map(|l| l.round() as i64)),
+            );
+            row.insert("cache_hits".into(), json!(count(7)?));
+            row.insert("unpriced_requests".into(), json!(count(8)?));
+            row.insert(
+                "saved_cost".into(),
+                json!(r.get::<_, Option<f64>>(n + 9)?.unwrap_or(0.0)),
+            );
+            Ok(Value::Object(row))
+        })?;
+        let data = rows.collect::<Result<Vec<_>, _>>()?;
+        let group_by: Vec<String> = groups.iter().map(Group::name).collect();
+        Ok(json!({"object": "list", "group_by": group_by, "data": data}))
+    }
 }
 
 #[cfg(test)]
@@ -452,9 +473,8 @@ mod tests {
     fn usage_groups_and_filters() {
         let (db, dir) = seeded();
         let run = |p: &[(&str, &str)]| {
-            db.with(|c| usage(c, &params(p)))
-                .expect("query")
-                .expect("valid")
+            let q = UsageQuery::parse(&params(p)).expect("valid");
+            db.with(|c| q.run(c)).expect("query")
         };
         let by_key = run(&[("group_by", "key")]);
         assert_eq!(by_key["data"][0]["key"], "k1");
@@ -497,7 +517,7 @@ mod tests {
             &[("from", "yesterday")],
             &[("color", "red")],
         ] {
-            assert!(db.with(|c| usage(c, &params(bad))).expect("query").is_err());
+            assert!(UsageQuery::parse(&params(bad)).is_err());
         }
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -506,9 +526,8 @@ mod tests {
     fn logs_page_newest_first() {
         let (db, dir) = seeded();
         let page = |p: &[(&str, &str)]| {
-            db.with(|c| logs(c, &params(p)))
-                .expect("query")
-                .expect("valid")
+            let q = LogQuery::parse(&params(p)).expect("valid");
+            db.with(|c| q.run(c)).expect("query")
         };
         let first = page(&[("limit", "3")]);
         let ids: Vec<&str> = first["data"]
@@ -526,11 +545,7 @@ mod tests {
         let errors = page(&[("status", "error")]);
         assert_eq!(errors["data"][0]["status"], 429);
         assert_eq!(errors["data"].as_array().map(Vec::len), Some(1));
-        assert!(
-            db.with(|c| logs(c, &params(&[("limit", "0")])))
-                .expect("query")
-                .is_err()
-        );
+        assert!(LogQuery::parse(&params(&[("limit", "0")])).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
