@@ -265,16 +265,46 @@ impl Redis {
     }
 }
 
-/// Runs `work` on the current runtime without waiting for it (the meter and
-/// the cache's keeper end outside any async function).
-pub fn detach(work: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(work);
+/// What `op` answers when the gateways share state and Redis answers in
+/// time; `None` without Redis or when it fails (said in the log), so the
+/// caller goes on with this gateway's own state.
+pub async fn ask<T>(
+    redis: Option<&Redis>,
+    what: &str,
+    op: impl AsyncFnOnce(&Redis) -> Result<T, Failed>,
+) -> Option<T> {
+    match op(redis?).await {
+        Ok(answer) => Some(answer),
+        Err(e) => {
+            failed(what, &e);
+            None
+        }
     }
 }
 
-/// Says once a while that Redis failed and what the gateway did instead.
-pub fn failed(what: &str, e: &Failed) {
+/// Sends `op` to Redis without waiting for it, on the current runtime (the
+/// meter and the cache's keeper end outside any async function); a failure
+/// is said in the log.
+pub fn tell<F>(
+    redis: std::sync::Arc<Redis>,
+    what: &'static str,
+    op: impl FnOnce(std::sync::Arc<Redis>) -> F,
+) where
+    F: std::future::Future<Output = Result<(), Failed>> + Send + 'static,
+{
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let work = op(redis);
+        handle.spawn(async move {
+            if let Err(e) = work.await {
+                failed(what, &e);
+            }
+        });
+    }
+}
+
+/// Says once a second at most that Redis failed and what the gateway did
+/// instead.
+fn failed(what: &str, e: &Failed) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = crate::usage::now_ms().max(0) as u64 / 1000;

@@ -102,16 +102,14 @@ pub fn lookup(
 /// (a failure there is a miss), else from memory.
 pub async fn get(state: &super::AppState, lookup: &Lookup) -> Option<Entry> {
     let now = crate::usage::now_ms();
-    let Some(redis) = &state.redis else {
+    let Some(redis) = state.redis.as_deref() else {
         return state.cache.get(&lookup.key, lookup.max_age_s, now);
     };
-    let found = match redis.cache_get(&lookup.key, lookup.max_age_s, now).await {
-        Ok(found) => found,
-        Err(e) => {
-            crate::shared::failed("cache lookup", &e);
-            None
-        }
-    };
+    let found = crate::shared::ask(Some(redis), "cache lookup", async |r| {
+        r.cache_get(&lookup.key, lookup.max_age_s, now).await
+    })
+    .await
+    .flatten();
     state.cache.count(found.is_some());
     found
 }
@@ -207,10 +205,8 @@ impl observe::Observer for Keeper {
         match self.redis {
             Some(redis) => {
                 let (key, max_age) = (self.key, self.max_age_s);
-                crate::shared::detach(async move {
-                    if let Err(e) = redis.cache_put(&key, &entry, max_age).await {
-                        crate::shared::failed("cache store", &e);
-                    }
+                crate::shared::tell(redis, "cache store", move |r| async move {
+                    r.cache_put(&key, &entry, max_age).await
                 });
             }
             None => self.cache.put(self.key, entry),

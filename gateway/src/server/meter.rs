@@ -179,12 +179,10 @@ impl observe::Observer for Running {
             } else {
                 match &state.redis {
                     Some(redis) if meter.buckets.iter().any(|b| b.tpm.is_some()) => {
-                        let (redis, buckets) = (redis.clone(), meter.buckets.clone());
-                        crate::shared::detach(async move {
-                            let now = unix.max(0) as u64;
-                            if let Err(e) = redis.charge_tokens(&buckets, t.total(), now).await {
-                                crate::shared::failed("token counts", &e);
-                            }
+                        let buckets = meter.buckets.clone();
+                        crate::shared::tell(redis.clone(), "token counts", move |r| async move {
+                            r.charge_tokens(&buckets, t.total(), unix.max(0) as u64)
+                                .await
                         });
                     }
                     _ => state
@@ -204,10 +202,8 @@ impl observe::Observer for Running {
                 .filter(|_| !meter.charges.is_empty() && cost > 0.0)
             {
                 let charges = meter.charges.clone();
-                crate::shared::detach(async move {
-                    if let Err(e) = redis.spend(&charges, cost, unix).await {
-                        crate::shared::failed("budget spend", &e);
-                    }
+                crate::shared::tell(redis, "budget spend", move |r| async move {
+                    r.spend(&charges, cost, unix).await
                 });
             }
         }

@@ -246,16 +246,12 @@ async fn admit(
     buckets: &[crate::limits::Bucket],
     now: i64,
 ) -> Result<crate::limits::Admitted, GatewayError> {
-    let shared_budgets = match (&state.redis, charges.is_empty()) {
-        (Some(redis), false) => match redis.check_budgets(charges, now).await {
-            Ok(checked) => Some(checked),
-            Err(e) => {
-                crate::shared::failed("budgets", &e);
-                None
-            }
-        },
-        _ => None,
-    };
+    let redis = state.redis.as_deref();
+    // Either answers at once, without I/O, when there is nothing to count.
+    let shared_budgets = crate::shared::ask(redis, "budgets", async |r| {
+        r.check_budgets(charges, now).await
+    })
+    .await;
     shared_budgets
         .unwrap_or_else(|| state.budgets.check(charges, now))
         .map_err(|e| GatewayError::BudgetExhausted {
@@ -263,16 +259,10 @@ async fn admit(
             budget: e.budget,
             spent: e.spent,
         })?;
-    let shared_limits = match (&state.redis, buckets.is_empty()) {
-        (Some(redis), false) => match redis.admit(buckets, now as u64).await {
-            Ok(admitted) => Some(admitted),
-            Err(e) => {
-                crate::shared::failed("rate limits", &e);
-                None
-            }
-        },
-        _ => None,
-    };
+    let shared_limits = crate::shared::ask(redis, "rate limits", async |r| {
+        r.admit(buckets, now as u64).await
+    })
+    .await;
     shared_limits
         .unwrap_or_else(|| state.rate.admit(buckets, now as u64))
         .map_err(|l| GatewayError::RateLimited {
