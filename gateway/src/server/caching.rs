@@ -143,12 +143,10 @@ pub fn storing(response: Response, state: &super::AppState, lookup: &Lookup) -> 
         .unwrap_or("application/json")
         .to_owned();
     let keeper = Keeper {
-        limit: state.cache.max_entry_bytes(),
+        kept: observe::Kept::new(state.cache.max_entry_bytes()),
         max_age_s: lookup.max_age_s,
         redis: state.redis.clone(),
         broken: parts.extensions.get::<super::relay::Broken>().cloned(),
-        kept: Vec::new(),
-        len: 0,
         key: lookup.key,
         status: parts.status.as_u16(),
         content_type,
@@ -166,22 +164,15 @@ struct Keeper {
     key: crate::cache::Key,
     status: u16,
     content_type: String,
-    limit: usize,
     /// A stream that was ended with an error event is not kept.
     broken: Option<super::relay::Broken>,
-    kept: Vec<Bytes>,
-    /// Past `limit`: nothing is kept.
-    len: usize,
+    /// An answer over the entry limit is not kept.
+    kept: observe::Kept,
 }
 
 impl observe::Observer for Keeper {
     fn data(&mut self, data: &Bytes) -> Option<Bytes> {
-        self.len += data.len();
-        if self.len <= self.limit {
-            self.kept.push(data.clone());
-        } else {
-            self.kept.clear();
-        }
+        self.kept.push(data);
         None
     }
 
@@ -190,12 +181,11 @@ impl observe::Observer for Keeper {
             .broken
             .as_ref()
             .is_some_and(super::relay::Broken::is_set);
-        if how != observe::End::Complete || broken || self.len > self.limit {
+        if how != observe::End::Complete || broken || self.kept.overflowed() {
             return None;
         }
-        // A copy of its own: a frame may be a slice of a much larger read
-        // buffer, which a kept slice would pin for as long as the entry lives.
-        let body = Bytes::from(self.kept.concat());
+        // A copy of its own, which the entry does not share with a read buffer.
+        let body = self.kept.copied();
         let entry = Entry {
             status: self.status,
             content_type: self.content_type,

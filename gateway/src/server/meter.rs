@@ -81,9 +81,7 @@ impl Meter {
         let running = Running {
             hide,
             stream: sse.then(|| StreamMeter::new(hide)),
-            kept: Vec::new(),
-            kept_len: 0,
-            keep_limit: if self.keeps_bodies() || !sse {
+            kept: observe::Kept::new(if self.keeps_bodies() || !sse {
                 self.state
                     .usage
                     .settings()
@@ -91,7 +89,7 @@ impl Meter {
                     .max(if sse { 0 } else { MAX_JSON })
             } else {
                 0
-            },
+            }),
             first_byte: None,
             meter: self,
         };
@@ -109,19 +107,14 @@ struct Running {
     stream: Option<StreamMeter>,
     /// The answer's bytes, as far as they are kept: a JSON answer whole
     /// (up to [`MAX_JSON`]) for its usage, a stream's when bodies are logged.
-    kept: Vec<Bytes>,
-    kept_len: usize,
-    keep_limit: usize,
+    kept: observe::Kept,
     first_byte: Option<Instant>,
 }
 
 impl observe::Observer for Running {
     fn data(&mut self, data: &Bytes) -> Option<Bytes> {
         self.first_byte.get_or_insert_with(Instant::now);
-        if self.kept_len + data.len() <= self.keep_limit {
-            self.kept.push(data.clone());
-            self.kept_len += data.len();
-        }
+        self.kept.push(data);
         self.stream
             .as_mut()
             .and_then(|s| s.push(data))
@@ -143,11 +136,8 @@ impl observe::Observer for Running {
         let now = Instant::now();
         let meter = &mut self.meter;
         let state = meter.state.clone();
-        let body = if self.kept.len() == 1 {
-            self.kept.pop().unwrap_or_default()
-        } else {
-            Bytes::from(self.kept.concat())
-        };
+        let keeps_bodies = meter.keeps_bodies();
+        let body = self.kept.into_bytes();
         let tokens: Option<Tokens> = match &mut self.stream {
             Some(s) => s.tokens(),
             None => crate::usage::tokens::from_json(&body),
@@ -211,7 +201,7 @@ impl observe::Observer for Running {
             r.hook_results = super::proxy::hook_results::<&serde_json::value::RawValue>(&body)
                 .map(|r| r.get().to_owned());
         }
-        if state.usage.settings().log_bodies {
+        if keeps_bodies {
             let max = state.usage.settings().max_body_bytes;
             r.response_body = Some(crate::usage::redacted_body(&body, max));
         }

@@ -40,6 +40,56 @@ pub trait Observer: Send + Unpin + 'static {
     }
 }
 
+/// The frames of a body kept as they pass, up to `limit` bytes: a frame that
+/// would go past it ends the keeping, so what is kept is always the body's
+/// start, whole frames, in order.
+#[derive(Debug)]
+pub struct Kept {
+    parts: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Kept {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            parts: Vec::new(),
+            len: 0,
+            limit,
+            overflowed: false,
+        }
+    }
+
+    pub fn push(&mut self, data: &Bytes) {
+        if self.overflowed || self.len + data.len() > self.limit {
+            self.overflowed = true;
+            return;
+        }
+        self.parts.push(data.clone());
+        self.len += data.len();
+    }
+
+    /// Whether the body went past the limit (what is kept is only its start).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// What is kept: the one frame itself, or the frames joined.
+    pub fn into_bytes(mut self) -> Bytes {
+        if self.parts.len() == 1 {
+            return self.parts.pop().unwrap_or_default();
+        }
+        Bytes::from(self.parts.concat())
+    }
+
+    /// What is kept, in an allocation of its own (a frame may be a slice of
+    /// a much larger read buffer, which a kept slice would pin).
+    pub fn copied(&self) -> Bytes {
+        Bytes::from(self.parts.concat())
+    }
+}
+
 /// `body` with `observer` on it.
 pub fn observed<O: Observer>(body: Body, observer: O) -> Body {
     let rewrites = observer.rewrites();
@@ -156,6 +206,22 @@ mod tests {
         fn rewrites(&self) -> bool {
             true
         }
+    }
+
+    #[test]
+    fn kept_bytes_are_the_start_of_the_body_in_whole_frames() {
+        let mut kept = Kept::new(5);
+        for part in ["ab", "cde", "f", "g"] {
+            kept.push(&Bytes::from_static(part.as_bytes()));
+        }
+        assert!(kept.overflowed());
+        // Not "abcdeg" nor "abcdef": after the first frame that does not
+        // fit, nothing more.
+        assert_eq!(&kept.copied()[..], b"abcde");
+        let mut one = Kept::new(5);
+        one.push(&Bytes::from_static(b"xy"));
+        assert!(!one.overflowed());
+        assert_eq!(&one.into_bytes()[..], b"xy");
     }
 
     #[tokio::test]
