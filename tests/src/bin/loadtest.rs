@@ -202,7 +202,40 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(user + sys)
 }
 
-/// (utime, stime) of a process, in seconds.
+/// One run through a gateway, with the gateway's CPU time per request.
+struct Measured {
+    run: Run,
+    /// µs of user and of system time per request.
+    user: f64,
+    sys: f64,
+}
+
+impl Measured {
+    fn cpu(&self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+/// Drives a run at the gateway `pid` and measures its CPU over it.
+async fn measured(
+    url: &str,
+    headers: &[(&str, &str)],
+    concurrency: usize,
+    seconds: u64,
+    pid: u32,
+    unique: bool,
+) -> Result<Measured> {
+    let (u0, s0) = cpu_split(pid)?;
+    let run = drive(url, headers, concurrency, seconds, unique).await;
+    let (u1, s1) = cpu_split(pid)?;
+    let n = run.requests.max(1) as f64;
+    Ok(Measured {
+        user: (u1 - u0) / n * 1e6,
+        sys: (s1 - s0) / n * 1e6,
+        run,
+    })
+}
+
 /// The gateway's CPU time per request over one run.
 async fn cpu_per_req(
     url: &str,
@@ -212,10 +245,9 @@ async fn cpu_per_req(
     pid: u32,
     unique: bool,
 ) -> Result<f64> {
-    let (u0, s0) = cpu_split(pid)?;
-    let run = drive(url, headers, concurrency, seconds, unique).await;
-    let (u1, s1) = cpu_split(pid)?;
-    Ok(((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6)
+    Ok(measured(url, headers, concurrency, seconds, pid, unique)
+        .await?
+        .cpu())
 }
 
 /// A gateway with authentication and a `scope = "key"` rate limit on, and a
@@ -447,11 +479,8 @@ fn main() -> Result<()> {
                 ms(through.pct(0.99).saturating_sub(direct.pct(0.99))),
             );
             if args.guardrails > 0 {
-                let (u0, s0) = cpu_split(guarded_pid)?;
-                let run = drive(&guarded_url, guarded, c, args.seconds, unique).await;
-                let (u1, s1) = cpu_split(guarded_pid)?;
-                let n = run.requests.max(1) as f64;
-                let guarded_per_req = ((u1 - u0) + (s1 - s0)) / n * 1e6;
+                let m = measured(&guarded_url, guarded, c, args.seconds, guarded_pid, unique).await?;
+                let (run, guarded_per_req) = (&m.run, m.cpu());
                 println!(
                     "| {c} | gateway + {} | {:.0} | {} | {} | {} | {guarded_per_req:.1} µs ({:.0} user + {:.0} sys; {:.2}x plain) | | |",
                     if args.governance {
@@ -463,8 +492,8 @@ fn main() -> Result<()> {
                     ms(run.pct(0.5)),
                     ms(run.pct(0.99)),
                     run.errors,
-                    (u1 - u0) / n * 1e6,
-                    (s1 - s0) / n * 1e6,
+                    m.user,
+                    m.sys,
                     guarded_per_req / per_req.max(1e-9),
                 );
             }
@@ -496,10 +525,8 @@ fn main() -> Result<()> {
         if args.governance {
             // The same body every time: after the first, every answer is a hit.
             for &c in &args.concurrency {
-                let (u0, s0) = cpu_split(guarded_pid)?;
-                let run = drive(&guarded_url, guarded, c, args.seconds, false).await;
-                let (u1, s1) = cpu_split(guarded_pid)?;
-                let hit = ((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6;
+                let m = measured(&guarded_url, guarded, c, args.seconds, guarded_pid, false).await?;
+                let (run, hit) = (&m.run, m.cpu());
                 let miss =
                     cpu_per_req(&guarded_url, guarded, c, args.seconds, guarded_pid, true).await?;
                 println!(
@@ -516,10 +543,8 @@ fn main() -> Result<()> {
             for &c in &args.concurrency {
                 let mut per_req = Vec::new();
                 for (label, h) in [("one-target config", &single), ("3-level tree", &tree)] {
-                    let (u0, s0) = cpu_split(gw.pid())?;
-                    let run = drive(&gw_url, h, c, args.seconds, false).await;
-                    let (u1, s1) = cpu_split(gw.pid())?;
-                    let cpu = ((u1 - u0) + (s1 - s0)) / run.requests.max(1) as f64 * 1e6;
+                    let m = measured(&gw_url, h, c, args.seconds, gw.pid(), false).await?;
+                    let (run, cpu) = (&m.run, m.cpu());
                     let ratio = per_req.first().map_or(1.0, |base: &f64| cpu / base.max(1e-9));
                     per_req.push(cpu);
                     println!(
