@@ -25,7 +25,7 @@ mod openai_compatible;
 /// OpenAI's Responses API as an ingress format, over chat completions.
 pub mod responses;
 mod spec;
-mod sse;
+pub mod sse;
 mod vertex;
 mod wasm;
 

@@ -8,7 +8,8 @@
 //! on), and the writer takes what gathered every 100 ms, in one transaction.
 //! On graceful shutdown the queue is written out before the process exits. Records older than `[usage] retention_days` are deleted hourly.
 //!
-//! This module calls only [`crate::state`].
+//! This module calls only [`crate::state`], and [`crate::providers::sse`] to
+//! read streams.
 
 pub mod pricing;
 pub mod query;

@@ -6,6 +6,9 @@
 
 use serde::Deserialize;
 
+use crate::providers::SseData;
+use crate::providers::sse;
+
 /// What one answer used. `input` counts every prompt token, cached ones
 /// included; `cached` is the part read from the provider's prompt cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,22 +132,26 @@ fn is_usage_chunk(data: &[u8]) -> bool {
 /// `hide_usage_chunk`, the usage-only chunk is taken out of the stream (the
 /// gateway asked for it; the client did not) and the stream is passed on in
 /// whole events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamMeter {
     hide_usage_chunk: bool,
-    /// Bytes of an unfinished line (or, hiding, an unfinished event).
+    /// Passing through: the data lines, as they complete.
+    lines: SseData,
+    /// Hiding: the bytes of an unfinished event.
     pending: Vec<u8>,
     tokens: Option<Tokens>,
 }
 
 /// A line this long is not an event the usage is read from.
-const MAX_PENDING: usize = 1 << 20;
+const MAX_LINE: usize = 1 << 20;
 
 impl StreamMeter {
     pub fn new(hide_usage_chunk: bool) -> Self {
         Self {
             hide_usage_chunk,
-            ..Self::default()
+            lines: SseData::with_max_line(MAX_LINE),
+            pending: Vec::new(),
+            tokens: None,
         }
     }
 
@@ -156,7 +163,11 @@ impl StreamMeter {
     /// are).
     pub fn push(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
         if !self.hide_usage_chunk {
-            self.scan_lines(bytes);
+            let tokens = &mut self.tokens;
+            let _ = self.lines.push::<()>(bytes, |data| {
+                read(tokens, data.trim_ascii());
+                Ok(())
+            });
             return None;
         }
         let mut pending = std::mem::take(&mut self.pending);
@@ -167,16 +178,14 @@ impl StreamMeter {
         let mut hidden = false;
         while let Some(n) = memchr::memchr(b'\n', &pending[start..]) {
             let line = &pending[start..start + n];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if let Some(data) = line.strip_prefix(b"data:") {
-                let data = data.trim_ascii();
-                if memchr::memmem::find(data, b"\"usage\"").is_some() {
-                    self.read(data);
-                    hidden |= is_usage_chunk(data);
-                }
+            if let Some(data) = sse::data_of(line).map(<[u8]>::trim_ascii)
+                && memchr::memmem::find(data, b"\"usage\"").is_some()
+            {
+                read(&mut self.tokens, data);
+                hidden |= is_usage_chunk(data);
             }
             start += n + 1;
-            if line.is_empty() {
+            if line.strip_suffix(b"\r").unwrap_or(line).is_empty() {
                 if !hidden {
                     out.extend_from_slice(&pending[event_start..start]);
                 }
@@ -193,45 +202,23 @@ impl StreamMeter {
     /// The stream ended: whatever is left, as it is.
     pub fn finish(&mut self) -> Vec<u8> {
         if !self.hide_usage_chunk {
-            let rest = std::mem::take(&mut self.pending);
-            self.scan_line(&rest);
+            let tokens = &mut self.tokens;
+            let _ = self.lines.finish::<()>(|data| {
+                read(tokens, data.trim_ascii());
+                Ok(())
+            });
             return Vec::new();
         }
         std::mem::take(&mut self.pending)
     }
+}
 
-    fn scan_lines(&mut self, mut bytes: &[u8]) {
-        while let Some(n) = memchr::memchr(b'\n', bytes) {
-            let (line, rest) = bytes.split_at(n);
-            if self.pending.is_empty() {
-                self.scan_line(line);
-            } else {
-                let mut whole = std::mem::take(&mut self.pending);
-                whole.extend_from_slice(line);
-                self.scan_line(&whole);
-            }
-            bytes = &rest[1..];
-        }
-        if self.pending.len() + bytes.len() <= MAX_PENDING {
-            self.pending.extend_from_slice(bytes);
-        } else {
-            self.pending.clear();
-        }
-    }
-
-    fn scan_line(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(data) = line.strip_prefix(b"data:") {
-            self.read(data.trim_ascii());
-        }
-    }
-
-    fn read(&mut self, data: &[u8]) {
-        if let Some(t) = from_json(data) {
-            match &mut self.tokens {
-                Some(tokens) => tokens.merge(t),
-                None => self.tokens = Some(t),
-            }
+/// Adds the usage an event's data reports, if any, to `tokens`.
+fn read(tokens: &mut Option<Tokens>, data: &[u8]) {
+    if let Some(t) = from_json(data) {
+        match tokens {
+            Some(tokens) => tokens.merge(t),
+            None => *tokens = Some(t),
         }
     }
 }
