@@ -80,11 +80,10 @@ pub fn lookup(
     // them (AWS keys, a service account).
     k = match &target.api_key {
         Some(secret) => k.part(b"key").part(secret.expose().as_bytes()),
-        None => k.part(b"options").part(
-            serde_json::Value::Object(target.options.clone())
-                .to_string()
-                .as_bytes(),
-        ),
+        // A map of strings and values always serialises.
+        None => k
+            .part(b"options")
+            .part(&serde_json::to_vec(&target.options).unwrap_or_default()),
     };
     for name in &target.forward_headers {
         for value in headers.get_all(name) {
