@@ -323,6 +323,12 @@ fn serve(
         config.usage.clone(),
     )?);
     let pricing = Arc::new(sluice::usage::Pricing::new(config.pricing.clone()));
+    let cache = Arc::new(sluice::cache::Cache::new(config.cache.clone()));
+    if let Some(redis) = &config.redis
+        && cache.semantic().is_some()
+    {
+        sluice::shared::tail_vectors(redis, cache.clone());
+    }
 
     let addr = SocketAddr::new(config.host, config.port);
     let workers = match config.workers {
@@ -353,7 +359,7 @@ fn serve(
         budgets,
         usage: usage.clone(),
         pricing,
-        cache: Arc::new(sluice::cache::Cache::new(config.cache)),
+        cache: cache.clone(),
     };
     let mut running = Workers::start(Arc::new(config), shared, listeners, stopped)?;
     println!("sluice listening on http://{bound}");

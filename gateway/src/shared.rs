@@ -10,6 +10,14 @@
 //!   kept two days, a month's forty).
 //! - Cache: `PREFIXcache:KEY` holds an encoded entry, expiring after the
 //!   storing request's `max_age`; Redis's own `maxmemory` policy bounds it.
+//! - The semantic cache's vectors: each kept answer's prompt embedding is
+//!   added to the stream `PREFIXsemantic` (trimmed to about `max_entries`)
+//!   after its entry; every gateway reads the stream from its start and
+//!   indexes what it finds ([`tail_vectors`]), its own vectors included. So
+//!   all gateways find every answer by meaning, and a gateway that starts
+//!   finds the answers kept before it. Redis's own vector search is not
+//!   used: it is a module (RediSearch) or Redis 8's vector sets, and neither
+//!   is in the Redis that Debian ships.
 //!
 //! When Redis cannot be reached (each command waits at most `timeout_ms`),
 //! a request is not failed for it: limits and budgets fall back to this
@@ -262,6 +270,107 @@ impl Redis {
         let bytes = entry.encode();
         self.run(async |mut c| c.set_ex(&key, bytes, max_age_s.max(1)).await)
             .await
+    }
+}
+
+impl Redis {
+    fn vectors_key(&self) -> String {
+        format!("{}semantic", self.prefix)
+    }
+
+    /// Keeps `entry` for `max_age_s`, then adds its prompt's embedding in
+    /// `scope` to the stream every gateway indexes (after the entry: a
+    /// vector found always has its answer, until the answer expires).
+    pub async fn cache_put_semantic(
+        &self,
+        key: &crate::cache::Key,
+        entry: &Entry,
+        max_age_s: u64,
+        scope: &crate::cache::Key,
+        vector: &[f32],
+        max_entries: usize,
+    ) -> Result<(), Failed> {
+        self.cache_put(key, entry, max_age_s).await?;
+        let stream = self.vectors_key();
+        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let fields: [(&str, &[u8]); 3] = [("s", scope), ("k", key), ("v", &bytes)];
+        let trim = redis::streams::StreamMaxlen::Approx(max_entries.max(1));
+        self.run(async |mut c| {
+            c.xadd_maxlen::<_, _, _, _, ()>(&stream, trim, "*", &fields)
+                .await
+        })
+        .await
+    }
+}
+
+/// Reads the semantic cache's vectors from the stream in Redis into this
+/// gateway's index, from the stream's start, for as long as the process
+/// runs (on a thread of its own, with a connection of its own: each read
+/// waits up to a second for new vectors). Redis failures are said in the log
+/// and the reading starts again a second later where it stopped.
+pub fn tail_vectors(settings: &RedisSettings, cache: std::sync::Arc<crate::cache::Cache>) {
+    let Ok(redis) = Redis::new(settings) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("sluice-vectors".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let mut last = "0".to_owned();
+                loop {
+                    if let Err(e) = redis.read_vectors(&cache, &mut last).await {
+                        failed("reading the semantic cache's vectors", &e);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the semantic cache's reader");
+    }
+}
+
+impl Redis {
+    /// Indexes the stream's vectors after `last` until a read fails.
+    async fn read_vectors(
+        &self,
+        cache: &crate::cache::Cache,
+        last: &mut String,
+    ) -> Result<(), Failed> {
+        use redis::streams::{StreamReadOptions, StreamReadReply};
+        let Some((_, index)) = cache.semantic() else {
+            return Ok(());
+        };
+        let mut conn = self.client.get_multiplexed_async_connection().await?;
+        let stream = self.vectors_key();
+        let options = StreamReadOptions::default().block(1000).count(512);
+        loop {
+            let reply: Option<StreamReadReply> = conn
+                .xread_options(&[&stream], &[last.as_str()], &options)
+                .await?;
+            for id in reply.iter().flat_map(|r| &r.keys).flat_map(|k| &k.ids) {
+                let field = |name: &str| match id.map.get(name) {
+                    Some(redis::Value::BulkString(b)) => Some(b.as_slice()),
+                    _ => None,
+                };
+                let key =
+                    |name: &str| -> Option<crate::cache::Key> { field(name)?.try_into().ok() };
+                if let (Some(scope), Some(k), Some(v)) = (key("s"), key("k"), field("v")) {
+                    let vector = v
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    index.insert(scope, k, vector);
+                }
+                last.clone_from(&id.id);
+            }
+        }
     }
 }
 

@@ -230,3 +230,23 @@ pub async fn metrics(gw: &Gateway) -> String {
         .await
         .unwrap_or_else(|e| panic!("metrics text: {e}"))
 }
+
+/// The value of the unlabelled gauge or counter `name` in `gw`'s metrics once
+/// it is at least `at_least` (polled for up to two seconds: some are set
+/// just after an answer ends); the last value read otherwise.
+pub async fn metric_at_least(gw: &Gateway, name: &str, at_least: f64) -> f64 {
+    let mut value = 0.0;
+    for _ in 0..100 {
+        let text = metrics(gw).await;
+        value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if value >= at_least {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    value
+}

@@ -365,7 +365,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             _ => 1,
         };
         let data: Vec<Value> = (0..inputs)
-            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}))
+            .map(|i| {
+                let embedding = match (&json["input"], model.as_str()) {
+                    (Value::String(text), "bag-of-words") => json!(words_embedding(text)),
+                    _ => json!([0.1, -0.2, 0.3]),
+                };
+                json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
             .collect();
         return axum::Json(json!({"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": 2, "total_tokens": 2}}))
@@ -417,6 +423,28 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 /// A chat completion in OpenAI's shape.
+/// The mock's embedding model `bag-of-words`: each lower-cased word of
+/// `text` counted in one of 64 dimensions (by an FNV-1a hash). Texts that
+/// share most of their words are close, whatever their case and
+/// punctuation: a stand-in for a model's sense of meaning that tests can
+/// reason about.
+pub fn words_embedding(text: &str) -> Vec<f32> {
+    let mut v = vec![0.0f32; 64];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let hash = word
+            .to_lowercase()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        v[(hash % 64) as usize] += 1.0;
+    }
+    v
+}
+
 pub fn chat_completion(model: &str) -> Value {
     json!({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,

@@ -1,7 +1,9 @@
 //! State shared through a real Redis server by two gateway processes: a rate
 //! limit of requests and one of tokens hold across both, a budget spent on
 //! one refuses on the other, and an answer cached by one is a hit on the
-//! other. With Redis unreachable, each gateway goes on with its own state.
+//! other, and one found by meaning too (the semantic cache's vectors go
+//! through Redis, so a gateway started later finds them). With Redis
+//! unreachable, each gateway goes on with its own state.
 
 use std::time::Duration;
 
@@ -131,6 +133,45 @@ async fn two_gateways_share_limits_budgets_and_the_cache() {
     assert_eq!((s, status.as_str()), (200, "HIT"));
     assert_eq!(again, first);
     assert_eq!(mock.received().len(), sent + 1);
+}
+
+#[tokio::test]
+async fn an_answer_kept_by_one_gateway_is_found_by_meaning_on_every_other() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start().await.expect("mock");
+    let config = config_with_mock(
+        &mock,
+        &format!(
+            "[redis]\nurl = \"{}\"\nprefix = \"t3:\"\n\
+             [cache.semantic]\nembedding_config = \"embedder\"\nthreshold = 0.9\n\
+             [configs.embedder]\nprovider = \"mock\"\n\
+             override_params = {{ model = \"bag-of-words\" }}\n",
+            redis.url()
+        ),
+    );
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let semantic = vec![("x-portkey-cache", "semantic".to_owned())];
+    let chats = || mock.count_model("m");
+
+    let (s, status, first) = chat(&a, &semantic, "What is the capital of France?").await;
+    assert_eq!((s, status.as_str()), (200, "MISS"), "{first}");
+    // Both gateways index the vector from Redis.
+    for gw in [&a, &b] {
+        let n = sluice_tests::metric_at_least(gw, "sluice_cache_semantic_vectors", 1.0).await;
+        assert_eq!(n, 1.0);
+    }
+    let (_, status, answer) = chat(&b, &semantic, "what is the capital of france").await;
+    assert_eq!(status, "SEMANTIC HIT");
+    assert_eq!(answer, first);
+    assert_eq!(chats(), 1);
+
+    // A gateway started later reads the vectors kept before it.
+    let c = Gateway::start(&config);
+    let n = sluice_tests::metric_at_least(&c, "sluice_cache_semantic_vectors", 1.0).await;
+    assert_eq!(n, 1.0);
+    let (_, status, _) = chat(&c, &semantic, "WHAT is the capital of France").await;
+    assert_eq!(status, "SEMANTIC HIT");
+    assert_eq!(chats(), 1);
 }
 
 #[tokio::test]

@@ -12,7 +12,13 @@
 //! answer. The store is bounded in bytes (`[cache] max_bytes`) and evicts
 //! the least recently used entries.
 //!
+//! `mode: "semantic"` looks up exact repeats first, then, for requests whose
+//! last user message is text, answers kept for prompts close in meaning (see
+//! [`semantic`]).
+//!
 //! This module calls nothing else in the pipeline.
+
+pub mod semantic;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,16 +30,20 @@ use serde_json::Value;
 pub const DEFAULT_MAX_AGE_S: u64 = 7 * 86_400;
 
 /// `[cache]` in the server config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheSettings {
     /// The most the entries may hold together; 0 turns caching off.
     pub max_bytes: usize,
+    /// `[cache.semantic]`: without it, `mode: "semantic"` finds exact
+    /// repeats only.
+    pub semantic: Option<semantic::SemanticSettings>,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
         Self {
             max_bytes: 64 << 20,
+            semantic: None,
         }
     }
 }
@@ -42,6 +52,8 @@ impl Default for CacheSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Hit,
+    /// Answered with an answer kept for a prompt close in meaning.
+    SemanticHit,
     Miss,
     /// Asked to skip the lookup; the answer is stored anew.
     Refresh,
@@ -53,10 +65,16 @@ impl Status {
     pub fn label(self) -> &'static str {
         match self {
             Self::Hit => "HIT",
+            Self::SemanticHit => "SEMANTIC HIT",
             Self::Miss => "MISS",
             Self::Refresh => "REFRESH",
             Self::Disabled => "DISABLED",
         }
+    }
+
+    /// Answered from the cache: nothing reached the provider.
+    pub fn is_hit(self) -> bool {
+        matches!(self, Self::Hit | Self::SemanticHit)
     }
 }
 
@@ -65,6 +83,7 @@ pub type Key = [u8; 32];
 
 /// Builds a [`Key`] from a request's parts, each length-prefixed so no two
 /// different sequences of parts hash alike.
+#[derive(Clone)]
 pub struct KeyBuilder(ring::digest::Context);
 
 impl Default for KeyBuilder {
@@ -86,13 +105,16 @@ impl KeyBuilder {
     /// that is not JSON, as it is.
     pub fn body(self, bytes: &[u8]) -> Self {
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) => {
-                let mut out = Vec::with_capacity(bytes.len());
-                canonical(&v, &mut out);
-                self.part(b"json").part(&out)
-            }
+            Ok(v) => self.json(&v),
             Err(_) => self.part(b"raw").part(bytes),
         }
+    }
+
+    /// A JSON value with its object members sorted and no whitespace.
+    pub fn json(self, value: &Value) -> Self {
+        let mut out = Vec::with_capacity(256);
+        canonical(value, &mut out);
+        self.part(b"json").part(&out)
     }
 
     pub fn finish(self) -> Key {
@@ -197,7 +219,10 @@ struct Inner {
 pub struct Cache {
     settings: CacheSettings,
     inner: Mutex<Inner>,
+    /// The prompts of kept answers by meaning, with `[cache.semantic]`.
+    semantic: Option<semantic::Index>,
     hits: AtomicU64,
+    semantic_hits: AtomicU64,
     misses: AtomicU64,
     stored: AtomicU64,
     evicted: AtomicU64,
@@ -214,12 +239,17 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     pub fn new(settings: CacheSettings) -> Self {
         Self {
+            semantic: settings
+                .semantic
+                .as_ref()
+                .map(|s| semantic::Index::new(s.max_entries)),
             settings,
             inner: Mutex::new(Inner {
                 entries: lru::LruCache::unbounded(),
                 bytes: 0,
             }),
             hits: AtomicU64::new(0),
+            semantic_hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -228,6 +258,16 @@ impl Cache {
 
     pub fn enabled(&self) -> bool {
         self.settings.max_bytes > 0
+    }
+
+    /// The semantic cache's settings and index, when it is configured.
+    pub fn semantic(&self) -> Option<(&semantic::SemanticSettings, &semantic::Index)> {
+        Some((self.settings.semantic.as_ref()?, self.semantic.as_ref()?))
+    }
+
+    /// Counts a miss of the exact lookup answered by meaning.
+    pub fn count_semantic_hit(&self) {
+        self.semantic_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The largest answer kept: an eighth of the store.
@@ -246,26 +286,18 @@ impl Cache {
         let fresh = match inner.entries.get(key) {
             Some(e) if e.fresh(max_age_s, now_ms) => Some(e.clone()),
             Some(_) => None,
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+            None => return None,
         };
         if fresh.is_none()
             && let Some(old) = inner.entries.pop(key)
         {
             inner.bytes -= old.size();
         }
-        let counter = if fresh.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         fresh
     }
 
-    /// Counts a lookup made in a store elsewhere (Redis).
+    /// Counts a request's exact lookup (the caller's: [`Cache::get`] is
+    /// also how a semantic neighbour's answer is fetched).
     pub fn count(&self, hit: bool) {
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -301,10 +333,14 @@ impl Cache {
             (inner.entries.len(), inner.bytes)
         };
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // A semantic hit missed the exact lookup first.
+        let semantic_hits = load(&self.semantic_hits);
+        let vectors = self.semantic.as_ref().map_or(0, semantic::Index::len);
         out.push_str(&format!(
-            "# HELP sluice_cache_lookups_total Simple-cache lookups by result.\n\
+            "# HELP sluice_cache_lookups_total Cache lookups by result.\n\
              # TYPE sluice_cache_lookups_total counter\n\
              sluice_cache_lookups_total{{result=\"hit\"}} {}\n\
+             sluice_cache_lookups_total{{result=\"semantic_hit\"}} {semantic_hits}\n\
              sluice_cache_lookups_total{{result=\"miss\"}} {}\n\
              # HELP sluice_cache_stores_total Answers stored in the simple cache.\n\
              # TYPE sluice_cache_stores_total counter\n\
@@ -317,9 +353,12 @@ impl Cache {
              sluice_cache_entries {entries}\n\
              # HELP sluice_cache_bytes Bytes the simple cache holds.\n\
              # TYPE sluice_cache_bytes gauge\n\
-             sluice_cache_bytes {bytes}\n",
+             sluice_cache_bytes {bytes}\n\
+             # HELP sluice_cache_semantic_vectors Prompts the semantic cache compares by meaning.\n\
+             # TYPE sluice_cache_semantic_vectors gauge\n\
+             sluice_cache_semantic_vectors {vectors}\n",
             load(&self.hits),
-            load(&self.misses),
+            load(&self.misses).saturating_sub(semantic_hits),
             load(&self.stored),
             load(&self.evicted),
         ));
@@ -388,7 +427,14 @@ mod tests {
     #[test]
     fn old_entries_miss_and_the_least_recently_used_go_first() {
         // An entry of 100 bytes takes 212 with its overhead: eight fit.
-        let cache = Cache::new(CacheSettings { max_bytes: 1800 });
+        let cache = Cache::new(CacheSettings {
+            max_bytes: 1800,
+            semantic: None,
+        });
+        cache.count(true);
+        cache.count(true);
+        cache.count(false);
+        cache.count_semantic_hit();
         let k = |n: u8| [n; 32];
         cache.put(k(1), entry(&"a".repeat(100), 1_000));
         assert_eq!(cache.get(&k(1), 10, 5_000).map(|e| e.body.len()), Some(100));
@@ -417,7 +463,9 @@ mod tests {
         let mut text = String::new();
         cache.prometheus(&mut text);
         assert!(
-            text.contains("sluice_cache_lookups_total{result=\"hit\"} 3"),
+            text.contains("sluice_cache_lookups_total{result=\"hit\"} 2")
+                && text.contains("sluice_cache_lookups_total{result=\"semantic_hit\"} 1")
+                && text.contains("sluice_cache_lookups_total{result=\"miss\"} 0"),
             "{text}"
         );
     }

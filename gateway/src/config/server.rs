@@ -39,6 +39,12 @@
 //! [cache]                          # see cache/mod.rs; configs ask for it
 //! max_bytes = 67108864             # (`cache: {mode, max_age}`); 0 turns it off
 //!
+//! [cache.semantic]                 # `mode: "semantic"`: see cache/semantic.rs
+//! embedding_config = "embedder"    # a name under [configs]: where embeddings come from
+//! model = "text-embedding-3-small" # optional, when that config sets none
+//! threshold = 0.95                 # cosine similarity; max_entries 10000,
+//!                                  # max_prompt_bytes 8192
+//!
 //! [redis]                          # share limits, budgets and the cache between
 //! url = "redis://127.0.0.1:6379/0" # gateways (see shared.rs); prefix "sluice:",
 //!                                  # timeout_ms 250
@@ -455,10 +461,13 @@ impl ServerConfig {
 
         let mut cache = crate::cache::CacheSettings::default();
         if let Some(s) = section(&mut p, "cache") {
-            s.deny_unknown(&mut p, &["max_bytes"], |_| false);
+            s.deny_unknown(&mut p, &["max_bytes", "semantic"], |_| false);
             cache.max_bytes = s
                 .uint(&mut p, "max_bytes", 0, 1 << 40)
                 .map_or(cache.max_bytes, |n| n as usize);
+            if let Some(value) = s.get("semantic") {
+                cache.semantic = semantic_cache(&mut p, value);
+            }
         }
 
         let mut redis = None;
@@ -623,6 +632,17 @@ impl ServerConfig {
                 }
             }
         }
+        if let Some(semantic) = &cache.semantic
+            && !configs.contains_key(&semantic.embedding_config)
+        {
+            p.push(
+                "cache.semantic.embedding_config",
+                format!(
+                    "no config named `{}` under [configs]",
+                    semantic.embedding_config
+                ),
+            );
+        }
         let default_config = root.str(&mut p, "default_config");
         if let Some(name) = &default_config
             && !configs.contains_key(name)
@@ -663,6 +683,55 @@ impl ServerConfig {
             redis,
         })
     }
+}
+
+/// `[cache.semantic]`: where embeddings come from and how close a prompt
+/// must be.
+fn semantic_cache(
+    p: &mut Problems,
+    value: &Value,
+) -> Option<crate::cache::semantic::SemanticSettings> {
+    use crate::cache::semantic::SemanticSettings as S;
+    let o = Obj::new(p, "cache.semantic", value)?;
+    o.deny_unknown(
+        p,
+        &[
+            "embedding_config",
+            "model",
+            "threshold",
+            "max_entries",
+            "max_prompt_bytes",
+        ],
+        |_| false,
+    );
+    let embedding_config = o.str(p, "embedding_config");
+    if embedding_config.is_none() && o.get("embedding_config").is_none() {
+        p.push(
+            "cache.semantic.embedding_config",
+            "required: the name of a config under [configs] that embeddings are asked of",
+        );
+    }
+    let threshold = match o.number(p, "threshold", 0.0) {
+        Some(t) if t > 1.0 => {
+            p.push(
+                "cache.semantic.threshold",
+                format!("a cosine similarity is at most 1, found {t}"),
+            );
+            None
+        }
+        t => t,
+    };
+    Some(S {
+        embedding_config: embedding_config?,
+        model: o.str(p, "model"),
+        threshold: threshold.map_or(S::DEFAULT_THRESHOLD, |t| t as f32),
+        max_entries: o
+            .uint(p, "max_entries", 0, 100_000_000)
+            .map_or(S::DEFAULT_MAX_ENTRIES, |n| n as usize),
+        max_prompt_bytes: o
+            .uint(p, "max_prompt_bytes", 1, 1 << 20)
+            .map_or(S::DEFAULT_MAX_PROMPT_BYTES, |n| n as usize),
+    })
 }
 
 /// Whether `slug` names a provider: a catalog or `[[providers]]` entry, a
@@ -783,6 +852,11 @@ mod tests {
             url = "redis://127.0.0.1:6379/2"
             [cache]
             max_bytes = 1024
+            [cache.semantic]
+            embedding_config = "embed"
+            threshold = 0.9
+            [configs.embed]
+            provider = "openai"
             [usage]
             log_bodies = true
             [[budgets]]
@@ -794,6 +868,15 @@ mod tests {
             "#,
         )
         .expect("valid");
+        let semantic = ok.cache.semantic.as_ref().expect("semantic");
+        assert_eq!(
+            (
+                semantic.embedding_config.as_str(),
+                semantic.threshold,
+                semantic.max_entries
+            ),
+            ("embed", 0.9, 10_000)
+        );
         let redis = ok.redis.expect("redis");
         assert_eq!(
             (redis.prefix.as_str(), redis.timeout.as_millis()),
@@ -819,11 +902,16 @@ mod tests {
             period = "week"
             [[rate_limits]]
             scope = "key"
+            [cache.semantic]
+            embedding_config = "nowhere"
+            threshold = 1.5
             "#,
         )
         .expect_err("invalid");
         let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
         for want in [
+            "cache.semantic.embedding_config",
+            "cache.semantic.threshold",
             "redis.url",
             "budgets[0].scope",
             "budgets[0].period",

@@ -21,6 +21,16 @@ pub struct Lookup {
     pub key: crate::cache::Key,
     pub max_age_s: u64,
     pub refresh: bool,
+    /// The semantic cache's side, for a request in `mode: "semantic"`
+    /// whose last user message is text.
+    pub semantic: Option<Semantic>,
+}
+
+/// A request's prompt, to be compared by meaning within its scope (the
+/// request with that prompt taken out: [`crate::cache::semantic`]).
+pub struct Semantic {
+    pub scope: crate::cache::Key,
+    pub prompt: String,
 }
 
 /// The cache a request asks for when its config names none: Portkey's
@@ -63,9 +73,12 @@ pub fn lookup(
     if !cache.enabled() || !cacheable(endpoint) {
         return None;
     }
-    let max_age_s = match (&target.cache, header_mode) {
-        (Some(c), _) => c.max_age_s.unwrap_or(crate::cache::DEFAULT_MAX_AGE_S),
-        (None, Some(_)) => crate::cache::DEFAULT_MAX_AGE_S,
+    let (mode, max_age_s) = match (&target.cache, header_mode) {
+        (Some(c), _) => (
+            c.mode,
+            c.max_age_s.unwrap_or(crate::cache::DEFAULT_MAX_AGE_S),
+        ),
+        (None, Some(mode)) => (mode, crate::cache::DEFAULT_MAX_AGE_S),
         (None, None) => return None,
     };
     let refresh = routing::header_str(headers, PortkeyHeader::CacheForceRefresh)
@@ -90,27 +103,124 @@ pub fn lookup(
             k = k.part(name.as_str().as_bytes()).part(value.as_bytes());
         }
     }
+    let semantic_settings = cache.semantic().map(|(s, _)| s);
+    let Some(settings) = semantic_settings.filter(|_| mode == "semantic") else {
+        return Some(Lookup {
+            key: k.body(body).finish(),
+            max_age_s,
+            refresh,
+            semantic: None,
+        });
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Some(Lookup {
+            key: k.body(body).finish(),
+            max_age_s,
+            refresh,
+            semantic: None,
+        });
+    };
+    let key = k.clone().json(&value).finish();
+    let semantic = crate::cache::semantic::take_prompt(endpoint, &mut value)
+        .filter(|prompt| prompt.len() <= settings.max_prompt_bytes)
+        .map(|prompt| Semantic {
+            scope: k.part(b"scope").json(&value).finish(),
+            prompt,
+        });
     Some(Lookup {
-        key: k.body(body).finish(),
+        key,
         max_age_s,
         refresh,
+        semantic,
     })
 }
 
-/// The kept answer for a lookup: from Redis when the gateways share state
-/// (a failure there is a miss), else from memory.
-pub async fn get(state: &super::AppState, lookup: &Lookup) -> Option<Entry> {
+/// The kept answer under `key` at most `max_age_s` old: from Redis when the
+/// gateways share state (a failure there is a miss), else from memory.
+pub async fn get(
+    state: &super::AppState,
+    key: &crate::cache::Key,
+    max_age_s: u64,
+) -> Option<Entry> {
     let now = crate::usage::now_ms();
     let Some(redis) = state.redis.as_deref() else {
-        return state.cache.get(&lookup.key, lookup.max_age_s, now);
+        return state.cache.get(key, max_age_s, now);
     };
-    let found = crate::shared::ask(Some(redis), "cache lookup", async |r| {
-        r.cache_get(&lookup.key, lookup.max_age_s, now).await
+    crate::shared::ask(Some(redis), "cache lookup", async |r| {
+        r.cache_get(key, max_age_s, now).await
     })
     .await
-    .flatten();
-    state.cache.count(found.is_some());
+    .flatten()
+}
+
+/// What a request's lookup found: the status for its answer, the kept
+/// answer on a hit, and the prompt's embedding to keep with a new answer
+/// when the request is in `mode: "semantic"`.
+pub struct Found {
+    pub status: Status,
+    pub entry: Option<Entry>,
+    pub vector: Option<Vec<f32>>,
+}
+
+/// Looks a request up: an exact repeat first; then, in `mode: "semantic"`,
+/// the answers kept for prompts of its scope close enough in meaning (each
+/// neighbour's answer fetched until one is still kept). The prompt's
+/// embedding is asked for on every exact miss, and on a refresh, so the new
+/// answer can be found by meaning.
+pub async fn find(
+    state: &super::AppState,
+    lookup: &Lookup,
+    embed: impl AsyncFnOnce(&str) -> Option<Vec<f32>>,
+) -> Found {
+    let mut found = Found {
+        status: Status::Refresh,
+        entry: None,
+        vector: None,
+    };
+    if !lookup.refresh {
+        found.entry = get(state, &lookup.key, lookup.max_age_s).await;
+        state.cache.count(found.entry.is_some());
+        if found.entry.is_some() {
+            found.status = Status::Hit;
+            return found;
+        }
+        found.status = Status::Miss;
+    }
+    let (Some(semantic), Some((settings, index))) = (&lookup.semantic, state.cache.semantic())
+    else {
+        return found;
+    };
+    found.vector = embed(&semantic.prompt).await;
+    if lookup.refresh {
+        return found;
+    }
+    let Some(vector) = &found.vector else {
+        return found;
+    };
+    for near in index.search(&semantic.scope, vector, settings.threshold) {
+        if let Some(entry) = get(state, &near.key, lookup.max_age_s).await {
+            state.cache.count_semantic_hit();
+            found.status = Status::SemanticHit;
+            found.entry = Some(entry);
+            break;
+        }
+    }
     found
+}
+
+/// The embedding in an OpenAI embeddings answer (the shape every provider's
+/// answer is given in): `data[0].embedding`.
+pub fn embedding_of(body: &[u8]) -> Option<Vec<f32>> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        data: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        embedding: Vec<f32>,
+    }
+    let answer: Answer = serde_json::from_slice(body).ok()?;
+    answer.data.into_iter().next().map(|i| i.embedding)
 }
 
 /// A kept answer, marked as the gateway's own (not the target's health).
@@ -129,8 +239,13 @@ pub fn hit(entry: Entry) -> Response {
 
 /// A 2xx answer that is kept once it has passed whole (a stream the relay
 /// ended with an error event, a cut body, or one over the entry limit, is
-/// not).
-pub fn storing(response: Response, state: &super::AppState, lookup: &Lookup) -> Response {
+/// not), with its prompt's embedding when it is to be found by meaning.
+pub fn storing(
+    response: Response,
+    state: &super::AppState,
+    lookup: &Lookup,
+    vector: Option<Vec<f32>>,
+) -> Response {
     if !response.status().is_success() {
         return response;
     }
@@ -147,6 +262,11 @@ pub fn storing(response: Response, state: &super::AppState, lookup: &Lookup) -> 
         redis: state.redis.clone(),
         broken: parts.extensions.get::<super::relay::Broken>().cloned(),
         key: lookup.key,
+        semantic: lookup
+            .semantic
+            .as_ref()
+            .zip(vector)
+            .map(|(s, v)| (s.scope, v)),
         status: parts.status.as_u16(),
         content_type,
         cache: state.cache.clone(),
@@ -161,6 +281,8 @@ struct Keeper {
     redis: Option<Arc<crate::shared::Redis>>,
     max_age_s: u64,
     key: crate::cache::Key,
+    /// The scope and the prompt's embedding, for the semantic index.
+    semantic: Option<(crate::cache::Key, Vec<f32>)>,
     status: u16,
     content_type: String,
     /// A stream that was ended with an error event is not kept.
@@ -191,17 +313,45 @@ impl observe::Observer for Keeper {
             body,
             stored_at_ms: crate::usage::now_ms(),
         };
-        match self.redis {
-            Some(redis) => {
-                let (key, max_age) = (self.key, self.max_age_s);
+        let (key, max_age) = (self.key, self.max_age_s);
+        let max_entries = self.cache.semantic().map_or(0, |(s, _)| s.max_entries);
+        match (self.redis, self.semantic) {
+            // Every gateway indexes the vector from Redis, this one too.
+            (Some(redis), Some((scope, vector))) => {
+                crate::shared::tell(redis, "cache store", move |r| async move {
+                    r.cache_put_semantic(&key, &entry, max_age, &scope, &vector, max_entries)
+                        .await
+                });
+            }
+            (Some(redis), None) => {
                 crate::shared::tell(redis, "cache store", move |r| async move {
                     r.cache_put(&key, &entry, max_age).await
                 });
             }
-            None => self.cache.put(self.key, entry),
+            (None, semantic) => {
+                self.cache.put(key, entry);
+                if let Some((scope, vector)) = semantic {
+                    index_later(self.cache, scope, key, vector);
+                }
+            }
         }
         None
     }
+}
+
+/// Indexes a kept answer's prompt off the worker (a graph insert is a
+/// search and some linking).
+fn index_later(
+    cache: Arc<Cache>,
+    scope: crate::cache::Key,
+    key: crate::cache::Key,
+    vector: Vec<f32>,
+) {
+    tokio::task::spawn_blocking(move || {
+        if let Some((_, index)) = cache.semantic() {
+            index.insert(scope, key, vector);
+        }
+    });
 }
 
 /// `x-portkey-cache-status` on an answer.

@@ -153,7 +153,7 @@ impl observe::Observer for Running {
         }
         r.tokens = tokens;
         let unix = r.ts_ms / 1000 + r.latency_ms as i64 / 1000;
-        let hit = meter.cache == crate::cache::Status::Hit;
+        let hit = meter.cache.is_hit();
         if meter.cache != crate::cache::Status::Disabled {
             r.cache = Some(meter.cache.label().to_owned());
         }

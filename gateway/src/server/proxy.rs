@@ -137,7 +137,7 @@ enum Prepared {
 }
 
 async fn run(
-    state: &AppState,
+    state: &Arc<AppState>,
     endpoint: Endpoint,
     req: Request,
     meter: &mut Meter,
@@ -427,7 +427,7 @@ fn allowed(settings: &KeySettings, target: &Target, body: &[u8]) -> Result<(), G
 /// One request's side of the routing engine: what it prepares and sends to a
 /// target.
 struct Proxied<'a> {
-    state: &'a AppState,
+    state: &'a Arc<AppState>,
     endpoint: Endpoint,
     parts: &'a http::request::Parts,
     bytes: Bytes,
@@ -639,25 +639,34 @@ impl Attempts for Proxied<'_> {
             &ready.body,
             &upstream_req,
         );
-        let (status, kept) = match &lookup {
-            None => (cache::Status::Disabled, None),
-            Some(l) if l.refresh => (cache::Status::Refresh, None),
-            Some(l) => match caching::get(state, l).await {
-                Some(entry) => (cache::Status::Hit, Some(entry)),
-                None => (cache::Status::Miss, None),
+        let found = match &lookup {
+            None => caching::Found {
+                status: cache::Status::Disabled,
+                entry: None,
+                vector: None,
             },
+            Some(l) => {
+                let embed = async |prompt: &str| {
+                    let asked = embedding(state, self.parts, prompt);
+                    tokio::time::timeout_at(deadline.at, asked)
+                        .await
+                        .ok()
+                        .flatten()
+                };
+                caching::find(state, l, embed).await
+            }
         };
         if let Some(sent) = self.sent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            sent.cache = status;
+            sent.cache = found.status;
         }
-        let response = match kept {
+        let response = match found.entry {
             Some(entry) => caching::hit(entry),
             None => {
                 let response = self
                     .call_upstream(target, ready, deadline, in_flight, upstream_req)
                     .await?;
                 match &lookup {
-                    Some(l) => caching::storing(response, state, l),
+                    Some(l) => caching::storing(response, state, l, found.vector),
                     None => response,
                 }
             }
@@ -680,6 +689,71 @@ impl Attempts for Proxied<'_> {
         }
         Ok(response)
     }
+}
+
+/// The embedding of a prompt for the semantic cache, asked of
+/// `[cache.semantic] embedding_config` through the gateway's own pipeline (its
+/// routing, retries, virtual keys and providers' embeddings formats), as a
+/// request of its own: recorded in the request log under the same trace id,
+/// with the metadata `sluice_purpose: semantic-cache`. `None` (the request
+/// goes on as a miss) when the call fails or the answer holds no embedding;
+/// the log says why.
+async fn embedding(
+    state: &Arc<AppState>,
+    client: &http::request::Parts,
+    prompt: &str,
+) -> Option<Vec<f32>> {
+    let (settings, _) = state.cache.semantic()?;
+    let mut body = json!({"input": prompt});
+    if let Some(model) = &settings.model {
+        body["model"] = Value::String(model.clone());
+    }
+    let mut req = Request::new(Body::from(body.to_string()));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("/v1/embeddings");
+    let headers = req.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-portkey-metadata",
+        http::HeaderValue::from_static(r#"{"sluice_purpose":"semantic-cache"}"#),
+    );
+    let config = http::HeaderValue::from_str(&settings.embedding_config).ok()?;
+    headers.insert("x-portkey-config", config);
+    let info = client.extensions.get::<RequestInfo>().cloned();
+    let mut meter = Meter::new(
+        state.clone(),
+        info.as_ref().map_or("", |i| &*i.id),
+        "/v1/embeddings",
+    );
+    if let Some(info) = info {
+        req.extensions_mut().insert(info);
+    }
+    // The pipeline calls this from inside itself: the inner run is boxed.
+    let inner: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> =
+        Box::pin(run(state, Endpoint::Embeddings, req, &mut meter));
+    let response = match inner.await {
+        Ok(response) => response,
+        Err(err) => failed(err, Endpoint::Embeddings),
+    };
+    let response = meter.attach(response);
+    let status = response.status();
+    let limit = state.config.upstream.max_response_bytes;
+    let bytes = axum::body::to_bytes(response.into_body(), limit).await;
+    let vector = match (status.is_success(), &bytes) {
+        (true, Ok(bytes)) => caching::embedding_of(bytes),
+        _ => None,
+    };
+    if vector.is_none() {
+        tracing::warn!(
+            status = status.as_u16(),
+            config = %settings.embedding_config,
+            "semantic cache: no embedding for the prompt; looked up as an exact repeat only"
+        );
+    }
+    vector
 }
 
 /// A streamed chat body that asks for the usage chunk

@@ -15,9 +15,10 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     let directive = std::env::var("SLUICE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| level.to_owned());
-    // The HTTP stacks are noisy below warn and say nothing an operator needs.
+    // The HTTP stacks are noisy below warn and say nothing an operator needs;
+    // hnsw_rs logs every graph it builds at info.
     let filter = EnvFilter::try_new(format!(
-        "{directive},hyper=warn,hyper_util=warn,h2=warn,rustls=warn,reqwest=warn"
+        "{directive},hyper=warn,hyper_util=warn,h2=warn,rustls=warn,reqwest=warn,hnsw_rs=warn"
     ))
     .map_err(|e| format!("invalid log filter `{directive}`: {e}"))?;
     let format = match std::env::var("SLUICE_LOG_FORMAT").as_deref() {

@@ -362,8 +362,10 @@ impl Query for UsageQuery {
         };
         let sql = format!(
             "SELECT {select} COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens),
-                    SUM(cached_tokens), SUM(cost), AVG(latency_ms), SUM(cache = 'HIT'),
-                    SUM(cost IS NULL AND input_tokens IS NOT NULL), SUM(saved_cost)
+                    SUM(cached_tokens), SUM(cost), AVG(latency_ms),
+                    SUM(cache IN ('HIT', 'SEMANTIC HIT')),
+                    SUM(cost IS NULL AND input_tokens IS NOT NULL), SUM(saved_cost),
+                    SUM(cache = 'SEMANTIC HIT'), SUM(cache IN ('HIT', 'SEMANTIC HIT', 'MISS'))
              FROM requests {filter_sql} {group_sql}"
         );
         let mut stmt = c.prepare(&sql)?;
@@ -404,6 +406,14 @@ impl Query for UsageQuery {
             row.insert(
                 "saved_cost".into(),
                 json!(r.get::<_, Option<f64>>(n + 9)?.unwrap_or(0.0)),
+            );
+            row.insert("semantic_cache_hits".into(), json!(count(10)?));
+            // Hits over lookups (forced refreshes are not lookups); null
+            // when nothing was looked up.
+            let (hits, lookups) = (count(7)?, count(11)?);
+            row.insert(
+                "cache_hit_rate".into(),
+                json!((lookups > 0).then(|| hits as f64 / lookups as f64)),
             );
             Ok(Value::Object(row))
         })?;
@@ -462,6 +472,9 @@ mod tests {
                 }),
                 cost: (status == 200).then_some(0.25),
                 metadata: Some(json!({"user": user}).to_string()),
+                cache: ["MISS", "SEMANTIC HIT", "DISABLED", "HIT"]
+                    .get(i)
+                    .map(|c| (*c).to_owned()),
                 ..Record::default()
             });
         }
@@ -482,7 +495,12 @@ mod tests {
         assert_eq!(by_key["data"][0]["errors"], 1);
         assert_eq!(by_key["data"][0]["input_tokens"], 20);
         assert_eq!(by_key["data"][0]["cost"], 0.5);
+        // k1: a miss and a semantic hit (the third was not looked up).
+        assert_eq!(by_key["data"][0]["cache_hits"], 1);
+        assert_eq!(by_key["data"][0]["semantic_cache_hits"], 1);
+        assert_eq!(by_key["data"][0]["cache_hit_rate"], 0.5);
         assert_eq!(by_key["data"][1]["key"], "k2");
+        assert_eq!(by_key["data"][1]["cache_hit_rate"], 1.0);
         let by_user = run(&[("group_by", "metadata.user,model"), ("status", "2xx")]);
         let rows: Vec<(String, String, i64)> = by_user["data"]
             .as_array()
