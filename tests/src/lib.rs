@@ -146,15 +146,18 @@ pub async fn admin_plugins(gw: &Gateway) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("admin json: {e}"))
 }
 
+/// A header of `res` as text; empty when it is absent or not text.
+pub fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 /// An OpenAI SSE answer's chunks, after checking it is an event stream that
 /// ends with `data: [DONE]`; and the text its deltas carry.
 pub async fn openai_stream(res: reqwest::Response) -> (Vec<serde_json::Value>, String) {
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let ct = header(&res, "content-type").to_owned();
     assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
     let text = res.text().await.unwrap_or_else(|e| panic!("body: {e}"));
     let events: Vec<&str> = text

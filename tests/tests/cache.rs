@@ -30,13 +30,7 @@ async fn send(
     }
     let res = req.send().await.expect("send");
     let status = res.status().as_u16();
-    let header = |name: &str| {
-        res.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let header = |name: &str| sluice_tests::header(&res, name).to_owned();
     let (cache, ct) = (header("x-portkey-cache-status"), header("content-type"));
     (status, cache, ct, res.text().await.expect("body"))
 }

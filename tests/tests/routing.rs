@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sluice_tests::{Gateway, MockUpstream, client, config_with_mock, gateway_with_mock};
+use sluice_tests::{Gateway, MockUpstream, client, config_with_mock, gateway_with_mock, header};
 
 /// A target on the mock provider answering as `model` (a fault name, or a tag
 /// that shows in the answer).
@@ -26,13 +26,6 @@ async fn chat(gw: &Gateway, config: &Value, body: Value) -> reqwest::Response {
 
 fn hi() -> Value {
     json!({"model": "client-model", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
-    res.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 async fn model_of(res: reqwest::Response) -> String {

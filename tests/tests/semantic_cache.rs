@@ -71,12 +71,7 @@ async fn ask(gw: &Gateway, config: &str, text: &str, extra: Value) -> (u16, Stri
         .await
         .expect("send");
     let status = res.status().as_u16();
-    let cache = res
-        .headers()
-        .get("x-portkey-cache-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let cache = sluice_tests::header(&res, "x-portkey-cache-status").to_owned();
     (status, cache, res.text().await.expect("body"))
 }
 

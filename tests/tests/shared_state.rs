@@ -21,12 +21,7 @@ async fn chat(gw: &Gateway, headers: &[(&str, String)], text: &str) -> (u16, Str
     }
     let res = req.send().await.expect("send");
     let status = res.status().as_u16();
-    let cache = res
-        .headers()
-        .get("x-portkey-cache-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let cache = sluice_tests::header(&res, "x-portkey-cache-status").to_owned();
     (status, cache, res.json().await.unwrap_or(Value::Null))
 }
 
