@@ -345,3 +345,72 @@ async fn the_admin_api_manages_virtual_keys_and_never_returns_a_secret() {
         "a provider key is in the logs"
     );
 }
+
+#[tokio::test]
+async fn a_virtual_key_deeper_in_a_config_has_its_budget_checked_before_the_call() {
+    let dir = TempDir::new();
+    let db = dir.path.join("state.db");
+    let mock = MockUpstream::start().await.expect("mock");
+    // 10 cents a token: 80 cents a request (5 in, 3 out).
+    let config_text = config_with_mock(
+        &mock,
+        &format!(
+            "[state]\npath = \"{}\"\n\
+             [[pricing]]\nmodel = \"gpt-4o\"\ninput = 100000.0\noutput = 100000.0\n\
+             [[budgets]]\nscope = \"virtual_key\"\nname = \"spent\"\nusd = 0.5\n\
+             [[budgets]]\nscope = \"virtual_key\"\nname = \"cheap\"\nusd = 1.2\n",
+            db.display()
+        ),
+    );
+    let config = dir.path.join("sluice.toml");
+    std::fs::write(&config, &config_text).expect("config");
+    for (name, secret) in [("spent", "sk-spent\n"), ("cheap", "sk-cheap\n")] {
+        let (ok, _, err) = vk(
+            &config,
+            Some(MASTER),
+            &["create", "--name", name, "--provider", "mock"],
+            secret,
+        );
+        assert!(ok, "{err}");
+    }
+    let gw = Gateway::start_with(&config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
+    // Spend answers are charged as they end: let each land.
+    let settle = || tokio::time::sleep(Duration::from_millis(150));
+
+    let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "spent")]).await;
+    assert_eq!(s, 200, "{body}");
+    settle().await;
+    let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "spent")]).await;
+    assert_eq!((s, code(&body)), (412, "budget_exceeded"), "{body}");
+    let called = mock.received().len();
+
+    // The spent key is a fallback's first target: it is passed over without
+    // a call, and the next target's key answers and is charged.
+    let fallback = json!({"strategy": {"mode": "fallback"},
+        "targets": [{"virtual_key": "spent"}, {"virtual_key": "cheap"}]})
+    .to_string();
+    for _ in 0..2 {
+        let (s, body) = chat(&gw, &[("x-portkey-config", &fallback)]).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(
+            mock.last().expect("upstream").headers["authorization"],
+            "Bearer sk-cheap"
+        );
+        settle().await;
+    }
+    assert_eq!(
+        mock.received().len(),
+        called + 2,
+        "the spent key is not called"
+    );
+    // $1.60 spent on `cheap` through the config: both are spent now.
+    let (s, body) = chat(&gw, &[("x-portkey-config", &fallback)]).await;
+    assert_eq!((s, code(&body)), (412, "budget_exceeded"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("virtual_key:cheap")),
+        "{body}"
+    );
+    assert_eq!(mock.received().len(), called + 2);
+}

@@ -56,6 +56,8 @@ pub struct Target {
     pub hooks: routing::Hooks,
     /// Its identity for health and circuit breaking ([`targets::key`]).
     pub key: String,
+    /// The virtual key whose secret it is called with.
+    pub virtual_key: Option<String>,
     /// `cache: {mode, max_age}`, inherited.
     pub cache: Option<crate::config::routing::Cache>,
 }
@@ -388,6 +390,7 @@ pub fn resolve_target(
         },
         hooks: inherited.hooks.clone(),
         key,
+        virtual_key: t.virtual_key.clone().filter(|_| t.api_key.is_none()),
         cache: inherited.cache.clone(),
     })
 }

@@ -173,7 +173,7 @@ async fn run(
     meter.buckets = rate_buckets(state, settings, &scopes);
     let admitted = admit(state, &meter.charges, &meter.buckets, now).await?;
     meter.record.key_id = caller.map(|c| c.key.id.clone());
-    meter.record.virtual_key = virtual_key;
+    meter.record.virtual_key.clone_from(&virtual_key);
     if !metadata.is_empty() && meter.needed() {
         meter.record.metadata = Some(Value::Object(metadata.clone()).to_string());
     }
@@ -193,6 +193,7 @@ async fn run(
         parts: &parts,
         bytes: bytes.clone(),
         metadata: &metadata,
+        scopes,
         settings,
         grants: Default::default(),
         metering: meter.needed(),
@@ -222,7 +223,13 @@ async fn run(
     if let Some(sent) = proxied.sent.into_inner().unwrap_or_else(|e| e.into_inner()) {
         meter.record.provider = Some(sent.provider);
         meter.record.model = sent.model;
-        if sent.virtual_key.is_some() {
+        if sent.virtual_key.is_some() && sent.virtual_key != meter.record.virtual_key {
+            // The answer is charged to the virtual key that answered it.
+            let answered = Scopes {
+                virtual_key: sent.virtual_key.as_deref(),
+                ..scopes
+            };
+            meter.charges = budget_charges(state, settings, &answered);
             meter.record.virtual_key = sent.virtual_key;
         }
         meter.hide_usage = sent.hide_usage;
@@ -246,19 +253,8 @@ async fn admit(
     buckets: &[crate::limits::Bucket],
     now: i64,
 ) -> Result<crate::limits::Admitted, GatewayError> {
+    check_budgets(state, charges, now).await?;
     let redis = state.redis.as_deref();
-    // Either answers at once, without I/O, when there is nothing to count.
-    let shared_budgets = crate::shared::ask(redis, "budgets", async |r| {
-        r.check_budgets(charges, now).await
-    })
-    .await;
-    shared_budgets
-        .unwrap_or_else(|| state.budgets.check(charges, now))
-        .map_err(|e| GatewayError::BudgetExhausted {
-            bucket: e.bucket,
-            budget: e.budget,
-            spent: e.spent,
-        })?;
     let shared_limits = crate::shared::ask(redis, "rate limits", async |r| {
         r.admit(buckets, now as u64).await
     })
@@ -273,7 +269,29 @@ async fn admit(
         })
 }
 
+/// Refuses a request whose budgets are spent: in Redis when the gateways
+/// share state (this gateway's own spend if Redis fails), else in memory.
+async fn check_budgets(
+    state: &AppState,
+    charges: &[crate::limits::budget::Charge],
+    now: i64,
+) -> Result<(), GatewayError> {
+    // Answers at once, without I/O, when there is nothing to check.
+    let shared = crate::shared::ask(state.redis.as_deref(), "budgets", async |r| {
+        r.check_budgets(charges, now).await
+    })
+    .await;
+    shared
+        .unwrap_or_else(|| state.budgets.check(charges, now))
+        .map_err(|e| GatewayError::BudgetExhausted {
+            bucket: e.bucket,
+            budget: e.budget,
+            spent: e.spent,
+        })
+}
+
 /// What a request is counted by in rate limits and budgets.
+#[derive(Clone, Copy)]
 struct Scopes<'a> {
     /// The gateway key's id.
     key: Option<&'a str>,
@@ -432,6 +450,9 @@ struct Proxied<'a> {
     parts: &'a http::request::Parts,
     bytes: Bytes,
     metadata: &'a Map<String, Value>,
+    /// What the request counts in: a target's own virtual key may add a
+    /// budget.
+    scopes: Scopes<'a>,
     /// The calling gateway key's limits, when authentication is on.
     settings: Option<&'a KeySettings>,
     /// What guardrail plugins may reach, made once on first use.
@@ -511,6 +532,31 @@ impl Proxied<'_> {
         Ok(response)
     }
 
+    /// A target with a virtual key of its own, other than the request's
+    /// (one deeper in a config): its budgets are checked before it is
+    /// called. A spent one is a 412 that a fallback moves on from.
+    async fn own_budgets(&self, target: &Target) -> Result<(), GatewayError> {
+        use crate::limits::Scope;
+        let Some(own) = target.virtual_key.as_deref() else {
+            return Ok(());
+        };
+        let budgets = &self.state.config.budgets;
+        if self.scopes.virtual_key == Some(own)
+            || !budgets.iter().any(|b| b.scope == Scope::VirtualKey)
+        {
+            return Ok(());
+        }
+        let scopes = Scopes {
+            virtual_key: Some(own),
+            ..self.scopes
+        };
+        let charges: Vec<_> = budget_charges(self.state, self.settings, &scopes)
+            .into_iter()
+            .filter(|c| c.id.starts_with("virtual_key:"))
+            .collect();
+        check_budgets(self.state, &charges, crate::keys::now().max(0)).await
+    }
+
     fn guardrails_context<'c>(
         &'c self,
         target: &'c Target,
@@ -544,6 +590,7 @@ impl Attempts for Proxied<'_> {
         if let Some(settings) = self.settings {
             allowed(settings, target, &self.bytes)?;
         }
+        self.own_budgets(target).await?;
         let model = match self.endpoint {
             Endpoint::Messages | Endpoint::Responses => target_model(target, &self.bytes),
             _ => None,
@@ -608,7 +655,7 @@ impl Attempts for Proxied<'_> {
         *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sent {
             provider: provider.slug().to_owned(),
             model: ready.options.model.clone(),
-            virtual_key: target.key.strip_prefix("vk:").map(str::to_owned),
+            virtual_key: target.virtual_key.clone(),
             hide_usage: ready.hide_usage,
             cache: cache::Status::Disabled,
         });
