@@ -11,7 +11,8 @@
 //! questions are.
 //!
 //! Each scope has its own HNSW graph (the `hnsw_rs` crate) over the prompts'
-//! embeddings, compared by cosine similarity. The index holds at most
+//! embeddings, compared by cosine similarity (vectors are scaled to length 1
+//! as they come in, so it is a dot product: [`UnitDot`]). The index holds at most
 //! `max_entries` vectors; the oldest go first. HNSW graphs do not delete, so a
 //! vector that goes leaves a hole that searches step over, and a scope whose
 //! holes outnumber its vectors is rebuilt from the rest.
@@ -19,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 
-use hnsw_rs::prelude::{DistCosine, Hnsw};
+use hnsw_rs::prelude::{Distance, Hnsw};
 use serde_json::Value;
 
 use super::Key;
@@ -108,9 +109,51 @@ struct Slot {
     vector: Vec<f32>,
 }
 
+/// The cosine distance of two vectors of length 1: one minus their dot
+/// product, summed in eight lanes so the compiler makes it SIMD (hnsw_rs's
+/// own cosine is a serial sum in f64, and asserts on rounding).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitDot;
+
+impl Distance<f32> for UnitDot {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).clamp(0.0, 2.0)
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `vector` scaled to length 1; `None` when it has no direction or is not
+/// finite.
+fn unit(mut vector: Vec<f32>) -> Option<Vec<f32>> {
+    let norm = dot(&vector, &vector).sqrt();
+    if vector.is_empty() || !norm.is_finite() || norm == 0.0 {
+        return None;
+    }
+    for x in &mut vector {
+        *x /= norm;
+    }
+    Some(vector)
+}
+
 /// One scope's graph and the vectors in it.
 struct Scope {
-    graph: Hnsw<'static, f32, DistCosine>,
+    graph: Hnsw<'static, f32, UnitDot>,
     dim: usize,
     slots: HashMap<usize, Slot>,
     /// The ids the graph holds, those gone included.
@@ -131,7 +174,7 @@ const NEIGHBOURS: usize = 4;
 impl Scope {
     fn new(dim: usize) -> Self {
         Self {
-            graph: Hnsw::new(LINKS, 64, LAYERS, EF_BUILD, DistCosine),
+            graph: Hnsw::new(LINKS, 64, LAYERS, EF_BUILD, UnitDot),
             dim,
             slots: HashMap::new(),
             in_graph: 0,
@@ -153,7 +196,7 @@ impl Scope {
             return;
         }
         let slots = std::mem::take(&mut self.slots);
-        self.graph = Hnsw::new(LINKS, slots.len().max(64), LAYERS, EF_BUILD, DistCosine);
+        self.graph = Hnsw::new(LINKS, slots.len().max(64), LAYERS, EF_BUILD, UnitDot);
         self.in_graph = 0;
         for (id, slot) in slots {
             self.add(id, slot);
@@ -227,15 +270,18 @@ impl Index {
     /// The kept prompts of `scope` at least `threshold` similar to
     /// `vector`, the closest first.
     pub fn search(&self, scope: &Key, vector: &[f32], threshold: f32) -> Vec<Found> {
+        let Some(vector) = unit(vector.to_vec()) else {
+            return Vec::new();
+        };
         let inner = self.read();
         let Some(s) = inner.scopes.get(scope) else {
             return Vec::new();
         };
-        if s.dim != vector.len() || !usable(vector) {
+        if s.dim != vector.len() {
             return Vec::new();
         }
         let mut found: Vec<Found> = s
-            .nearest(vector)
+            .nearest(&vector)
             .into_iter()
             .filter(|f| f.similarity >= threshold)
             .collect();
@@ -248,9 +294,12 @@ impl Index {
     /// changed) starts the scope afresh; a vector with no direction, or the
     /// same prompt for the same answer again, is not kept.
     pub fn insert(&self, scope: Key, key: Key, vector: Vec<f32>) {
-        if self.max_entries == 0 || !usable(&vector) {
+        if self.max_entries == 0 {
             return;
         }
+        let Some(vector) = unit(vector) else {
+            return;
+        };
         let mut inner = self.write();
         let Inner { scopes, order } = &mut *inner;
         let s = scopes
@@ -286,10 +335,6 @@ impl Index {
     }
 }
 
-/// Whether a vector can be compared by angle: finite, not all zeros.
-fn usable(vector: &[f32]) -> bool {
-    !vector.is_empty() && vector.iter().all(|x| x.is_finite()) && vector.iter().any(|x| *x != 0.0)
-}
 
 #[cfg(test)]
 mod tests {
