@@ -335,7 +335,6 @@ impl Index {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,16 +252,24 @@ pub fn admitted(buckets: &[Bucket], after: &[(u64, u64)], now: u64) -> Admitted 
 
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
 pub fn headers(headers: &mut http::HeaderMap, unit: Unit, quota: Quota) {
-    let name = |what: &str| {
-        http::HeaderName::from_bytes(format!("x-ratelimit-{what}-{}", unit.label()).as_bytes())
+    use http::HeaderName;
+    // Written on every limited answer: names made once, not formatted.
+    let [limit, remaining, reset] = match unit {
+        Unit::Requests => [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ],
+        Unit::Tokens => [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ],
     };
-    if let (Ok(limit), Ok(remaining), Ok(reset)) = (name("limit"), name("remaining"), name("reset"))
-    {
-        headers.insert(limit, quota.limit.into());
-        headers.insert(remaining, quota.remaining.into());
-        if let Ok(v) = http::HeaderValue::from_str(&format!("{}s", quota.reset)) {
-            headers.insert(reset, v);
-        }
+    headers.insert(HeaderName::from_static(limit), quota.limit.into());
+    headers.insert(HeaderName::from_static(remaining), quota.remaining.into());
+    if let Ok(v) = http::HeaderValue::from_str(&format!("{}s", quota.reset)) {
+        headers.insert(HeaderName::from_static(reset), v);
     }
 }
 

@@ -120,7 +120,8 @@ pub fn lookup(
             semantic: None,
         });
     };
-    let key = k.clone().json(&value).finish();
+    // The same key as in `mode: "simple"`: the modes share exact entries.
+    let key = k.clone().body(body).finish();
     let semantic = crate::cache::semantic::take_prompt(endpoint, &mut value)
         .filter(|prompt| prompt.len() <= settings.max_prompt_bytes)
         .map(|prompt| Semantic {
