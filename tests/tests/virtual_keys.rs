@@ -44,6 +44,41 @@ fn vk(config: &Path, master: Option<&str>, args: &[&str], stdin: &str) -> (bool,
     )
 }
 
+/// A state directory, the mock, and a config with its state there (then
+/// `extra`) as text and as a file.
+struct SetUp {
+    dir: TempDir,
+    mock: MockUpstream,
+    text: String,
+    file: std::path::PathBuf,
+}
+
+impl SetUp {
+    async fn new(extra: &str) -> Self {
+        let dir = TempDir::new();
+        let mock = MockUpstream::start().await.expect("mock");
+        let text = config_with_mock(
+            &mock,
+            &format!(
+                "[state]\npath = \"{}\"\n{extra}",
+                dir.path.join("state.db").display()
+            ),
+        );
+        let file = dir.path.join("sluice.toml");
+        std::fs::write(&file, &text).expect("config");
+        Self {
+            dir,
+            mock,
+            text,
+            file,
+        }
+    }
+
+    fn db(&self) -> std::path::PathBuf {
+        self.dir.path.join("state.db")
+    }
+}
+
 async fn chat(gw: &Gateway, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut req = client()
         .post(gw.at("/v1/chat/completions"))
@@ -69,30 +104,26 @@ fn code(body: &Value) -> &str {
 
 #[tokio::test]
 async fn clients_name_a_virtual_key_and_never_hold_the_provider_secret() {
-    let dir = TempDir::new();
-    let db = dir.path.join("state.db");
-    let mock = MockUpstream::start().await.expect("mock");
-    let config_text = config_with_mock(&mock, &format!("[state]\npath = \"{}\"\n", db.display()));
-    let config = dir.path.join("sluice.toml");
-    std::fs::write(&config, &config_text).expect("config");
+    let set_up = SetUp::new("").await;
+    let (mock, config_text, config, db) = (&set_up.mock, &set_up.text, &set_up.file, set_up.db());
 
     // The CLI: a master key is needed, the provider must exist, names are unique.
     let (ok, _, err) = vk(
-        &config,
+        config,
         None,
         &["create", "--name", "mock-prod", "--provider", "mock"],
         "sk-up-1\n",
     );
     assert!(!ok && err.contains("master key"), "{err}");
     let (ok, _, err) = vk(
-        &config,
+        config,
         Some(MASTER),
         &["create", "--name", "x", "--provider", "nope"],
         "sk\n",
     );
     assert!(!ok && err.contains("unknown provider"), "{err}");
     let (ok, out, err) = vk(
-        &config,
+        config,
         Some(MASTER),
         &[
             "create",
@@ -112,14 +143,14 @@ async fn clients_name_a_virtual_key_and_never_hold_the_provider_secret() {
     );
     assert!(!out.contains("sk-up-1"));
     let (ok, _, _) = vk(
-        &config,
+        config,
         Some(MASTER),
         &["create", "--name", "mock-prod", "--provider", "mock"],
         "sk-other\n",
     );
     assert!(!ok, "a name is taken once");
 
-    let gw = Gateway::start_with(&config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
+    let gw = Gateway::start_with(config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
 
     // By header: no provider header, no provider key from the client.
     let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "mock-prod")]).await;
@@ -154,7 +185,7 @@ async fn clients_name_a_virtual_key_and_never_hold_the_provider_secret() {
     assert_eq!(mock.received().len(), before);
 
     // Rotation by the CLI reaches the running gateway; the client is unchanged.
-    let (ok, _, err) = vk(&config, Some(MASTER), &["rotate", "mock-prod"], "sk-up-2\n");
+    let (ok, _, err) = vk(config, Some(MASTER), &["rotate", "mock-prod"], "sk-up-2\n");
     assert!(ok, "{err}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -169,7 +200,7 @@ async fn clients_name_a_virtual_key_and_never_hold_the_provider_secret() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (ok, _, _) = vk(&config, Some(MASTER), &["revoke", "mock-prod"], "");
+    let (ok, _, _) = vk(config, Some(MASTER), &["revoke", "mock-prod"], "");
     assert!(ok);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -196,7 +227,7 @@ async fn clients_name_a_virtual_key_and_never_hold_the_provider_secret() {
         );
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
-    let (ok, out, _) = vk(&config, Some(MASTER), &["list", "--json"], "");
+    let (ok, out, _) = vk(config, Some(MASTER), &["list", "--json"], "");
     assert!(ok);
     let listed: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(listed[0]["status"], "revoked");
@@ -204,20 +235,16 @@ async fn clients_name_a_virtual_key_and_never_hold_the_provider_secret() {
 
 #[tokio::test]
 async fn a_gateway_without_the_master_key_says_so() {
-    let dir = TempDir::new();
-    let db = dir.path.join("state.db");
-    let mock = MockUpstream::start().await.expect("mock");
-    let config_text = config_with_mock(&mock, &format!("[state]\npath = \"{}\"\n", db.display()));
-    let config = dir.path.join("sluice.toml");
-    std::fs::write(&config, &config_text).expect("config");
+    let set_up = SetUp::new("").await;
+    let (mock, config_text, config) = (&set_up.mock, &set_up.text, &set_up.file);
     let (ok, _, err) = vk(
-        &config,
+        config,
         Some(MASTER),
         &["create", "--name", "k", "--provider", "mock"],
         "sk-up\n",
     );
     assert!(ok, "{err}");
-    let gw = Gateway::start(&config_text);
+    let gw = Gateway::start(config_text);
     let (s, body) = chat(&gw, &[("x-portkey-virtual-key", "k")]).await;
     assert_eq!((s, code(&body)), (500, "virtual_key_sealed"), "{body}");
     assert!(mock.received().is_empty());
@@ -225,16 +252,8 @@ async fn a_gateway_without_the_master_key_says_so() {
 
 #[tokio::test]
 async fn the_admin_api_manages_virtual_keys_and_never_returns_a_secret() {
-    let dir = TempDir::new();
-    let db = dir.path.join("state.db");
-    let mock = MockUpstream::start().await.expect("mock");
-    let config_text = config_with_mock(
-        &mock,
-        &format!(
-            "[auth]\nrequired = true\n[state]\npath = \"{}\"\n",
-            db.display()
-        ),
-    );
+    let set_up = SetUp::new("[auth]\nrequired = true\n").await;
+    let (mock, config_text, db) = (&set_up.mock, &set_up.text, set_up.db());
     let make_key = |role: &str| -> String {
         let out = Command::new(binary())
             .args([
@@ -247,7 +266,7 @@ async fn the_admin_api_manages_virtual_keys_and_never_returns_a_secret() {
         v["secret"].as_str().expect("secret").to_owned()
     };
     let (root, member) = (make_key("admin"), make_key("member"));
-    let gw = Gateway::start_with(&config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
+    let gw = Gateway::start_with(config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
 
     let (s, made) = admin(
         &gw,
@@ -348,32 +367,24 @@ async fn the_admin_api_manages_virtual_keys_and_never_returns_a_secret() {
 
 #[tokio::test]
 async fn a_virtual_key_deeper_in_a_config_has_its_budget_checked_before_the_call() {
-    let dir = TempDir::new();
-    let db = dir.path.join("state.db");
-    let mock = MockUpstream::start().await.expect("mock");
     // 10 cents a token: 80 cents a request (5 in, 3 out).
-    let config_text = config_with_mock(
-        &mock,
-        &format!(
-            "[state]\npath = \"{}\"\n\
-             [[pricing]]\nmodel = \"gpt-4o\"\ninput = 100000.0\noutput = 100000.0\n\
-             [[budgets]]\nscope = \"virtual_key\"\nname = \"spent\"\nusd = 0.5\n\
-             [[budgets]]\nscope = \"virtual_key\"\nname = \"cheap\"\nusd = 1.2\n",
-            db.display()
-        ),
-    );
-    let config = dir.path.join("sluice.toml");
-    std::fs::write(&config, &config_text).expect("config");
+    let set_up = SetUp::new(
+        "[[pricing]]\nmodel = \"gpt-4o\"\ninput = 100000.0\noutput = 100000.0\n\
+         [[budgets]]\nscope = \"virtual_key\"\nname = \"spent\"\nusd = 0.5\n\
+         [[budgets]]\nscope = \"virtual_key\"\nname = \"cheap\"\nusd = 1.2\n",
+    )
+    .await;
+    let (mock, config_text, config) = (&set_up.mock, &set_up.text, &set_up.file);
     for (name, secret) in [("spent", "sk-spent\n"), ("cheap", "sk-cheap\n")] {
         let (ok, _, err) = vk(
-            &config,
+            config,
             Some(MASTER),
             &["create", "--name", name, "--provider", "mock"],
             secret,
         );
         assert!(ok, "{err}");
     }
-    let gw = Gateway::start_with(&config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
+    let gw = Gateway::start_with(config_text, &[("SLUICE_MASTER_KEY", MASTER)]);
     // Spend answers are charged as they end: let each land.
     let settle = || tokio::time::sleep(Duration::from_millis(150));
 
