@@ -103,30 +103,19 @@ pub fn lookup(
             k = k.part(name.as_str().as_bytes()).part(value.as_bytes());
         }
     }
-    let semantic_settings = cache.semantic().map(|(s, _)| s);
-    let Some(settings) = semantic_settings.filter(|_| mode == "semantic") else {
-        return Some(Lookup {
-            key: k.body(body).finish(),
-            max_age_s,
-            refresh,
-            semantic: None,
-        });
-    };
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Some(Lookup {
-            key: k.body(body).finish(),
-            max_age_s,
-            refresh,
-            semantic: None,
-        });
-    };
-    // The same key as in `mode: "simple"`: the modes share exact entries.
+    // The same key in both modes: they share exact entries.
     let key = k.clone().body(body).finish();
-    let semantic = crate::cache::semantic::take_prompt(endpoint, &mut value)
-        .filter(|prompt| prompt.len() <= settings.max_prompt_bytes)
-        .map(|prompt| Semantic {
-            scope: k.part(b"scope").json(&value).finish(),
-            prompt,
+    let semantic = cache
+        .semantic()
+        .filter(|_| mode == "semantic")
+        .and_then(|(settings, _)| {
+            let mut value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+            let prompt = crate::cache::semantic::take_prompt(endpoint, &mut value)
+                .filter(|prompt| prompt.len() <= settings.max_prompt_bytes)?;
+            Some(Semantic {
+                scope: k.part(b"scope").json(&value).finish(),
+                prompt,
+            })
         });
     Some(Lookup {
         key,
