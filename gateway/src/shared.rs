@@ -273,36 +273,6 @@ impl Redis {
     }
 }
 
-impl Redis {
-    fn vectors_key(&self) -> String {
-        format!("{}semantic", self.prefix)
-    }
-
-    /// Keeps `entry` for `max_age_s`, then adds its prompt's embedding in
-    /// `scope` to the stream every gateway indexes (after the entry: a
-    /// vector found always has its answer, until the answer expires).
-    pub async fn cache_put_semantic(
-        &self,
-        key: &crate::cache::Key,
-        entry: &Entry,
-        max_age_s: u64,
-        scope: &crate::cache::Key,
-        vector: &[f32],
-        max_entries: usize,
-    ) -> Result<(), Failed> {
-        self.cache_put(key, entry, max_age_s).await?;
-        let stream = self.vectors_key();
-        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let fields: [(&str, &[u8]); 3] = [("s", scope), ("k", key), ("v", &bytes)];
-        let trim = redis::streams::StreamMaxlen::Approx(max_entries.max(1));
-        self.run(async |mut c| {
-            c.xadd_maxlen::<_, _, _, _, ()>(&stream, trim, "*", &fields)
-                .await
-        })
-        .await
-    }
-}
-
 /// Reads the semantic cache's vectors from the stream in Redis into this
 /// gateway's index, from the stream's start, for as long as the process
 /// runs (on a thread of its own, with a connection of its own: each read
@@ -337,6 +307,34 @@ pub fn tail_vectors(settings: &RedisSettings, cache: std::sync::Arc<crate::cache
 }
 
 impl Redis {
+    fn vectors_key(&self) -> String {
+        format!("{}semantic", self.prefix)
+    }
+
+    /// Keeps `entry` for `max_age_s`, then adds its prompt's embedding in
+    /// `scope` to the stream every gateway indexes (after the entry: a
+    /// vector found always has its answer, until the answer expires).
+    pub async fn cache_put_semantic(
+        &self,
+        key: &crate::cache::Key,
+        entry: &Entry,
+        max_age_s: u64,
+        scope: &crate::cache::Key,
+        vector: &[f32],
+        max_entries: usize,
+    ) -> Result<(), Failed> {
+        self.cache_put(key, entry, max_age_s).await?;
+        let stream = self.vectors_key();
+        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let fields: [(&str, &[u8]); 3] = [("s", scope), ("k", key), ("v", &bytes)];
+        let trim = redis::streams::StreamMaxlen::Approx(max_entries.max(1));
+        self.run(async |mut c| {
+            c.xadd_maxlen::<_, _, _, _, ()>(&stream, trim, "*", &fields)
+                .await
+        })
+        .await
+    }
+
     /// Indexes the stream's vectors after `last` until a read fails.
     async fn read_vectors(
         &self,

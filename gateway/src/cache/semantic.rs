@@ -156,8 +156,6 @@ struct Scope {
     graph: Hnsw<'static, f32, UnitDot>,
     dim: usize,
     slots: HashMap<usize, Slot>,
-    /// The ids the graph holds, those gone included.
-    in_graph: usize,
     next_id: usize,
 }
 
@@ -177,27 +175,25 @@ impl Scope {
             graph: Hnsw::new(LINKS, 64, LAYERS, EF_BUILD, UnitDot),
             dim,
             slots: HashMap::new(),
-            in_graph: 0,
             next_id: 0,
         }
     }
 
     fn add(&mut self, id: usize, slot: Slot) {
         self.graph.insert_slice((&slot.vector, id));
-        self.in_graph += 1;
         self.slots.insert(id, slot);
     }
 
     /// Builds the graph again from the vectors still here, once the holes
     /// outnumber them.
     fn compact(&mut self) {
-        let holes = self.in_graph - self.slots.len();
+        // The graph holds every id it was given, those gone included.
+        let holes = self.graph.get_nb_point() - self.slots.len();
         if holes <= self.slots.len().max(32) {
             return;
         }
         let slots = std::mem::take(&mut self.slots);
         self.graph = Hnsw::new(LINKS, slots.len().max(64), LAYERS, EF_BUILD, UnitDot);
-        self.in_graph = 0;
         for (id, slot) in slots {
             self.add(id, slot);
         }
