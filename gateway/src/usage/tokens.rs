@@ -100,7 +100,10 @@ struct Answer {
 
 /// The usage a JSON answer (or one event's data) reports, if any.
 pub fn from_json(bytes: &[u8]) -> Option<Tokens> {
-    memchr::memmem::find(bytes, b"\"usage\"")?;
+    let at = memchr::memmem::find(bytes, b"\"usage\"")?;
+    if let Some(usage) = outermost_usage(bytes, at) {
+        return usage.map(|u| u.tokens());
+    }
     let answer: Answer = serde_json::from_slice(bytes).ok()?;
     [
         answer.usage,
@@ -114,6 +117,62 @@ pub fn from_json(bytes: &[u8]) -> Option<Tokens> {
         a.merge(b);
         a
     })
+}
+
+/// The answer's `usage` read where it stands, the rest of the answer only
+/// skimmed: when `"usage"` (found at `at`) occurs once, as a member name of
+/// the outermost object, which is how every answer that is not a stream
+/// event reports it. `None` when that is not so (the caller parses the
+/// whole answer).
+///
+/// A string's quotes are escaped inside JSON text, so `"usage"` preceded
+/// by `{` or `,` is a member name; it belongs to the outermost object when
+/// the text after its value closes exactly one object.
+fn outermost_usage(bytes: &[u8], at: usize) -> Option<Option<Usage>> {
+    const NAME: &[u8] = b"\"usage\"";
+    let after_name = &bytes[at + NAME.len()..];
+    if memchr::memmem::find(after_name, NAME).is_some()
+        || !matches!(bytes[..at].trim_ascii_end().last(), Some(b'{' | b','))
+    {
+        return None;
+    }
+    let value = after_name.trim_ascii_start().strip_prefix(b":")?;
+    let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Option<Usage>>();
+    let usage = values.next()?.ok()?;
+    closes_one_object(&value[values.byte_offset()..]).then_some(usage)
+}
+
+/// Whether `tail`, JSON text that follows a member's value, closes the
+/// member's object and nothing more: its brackets outside strings balance
+/// but for one last `}`.
+fn closes_one_object(tail: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = tail.get(i) {
+        match b {
+            b'"' => loop {
+                i += 1;
+                let Some(n) = tail.get(i..).and_then(|t| memchr::memchr2(b'"', b'\\', t)) else {
+                    return false;
+                };
+                i += n;
+                if tail[i] == b'"' {
+                    break;
+                }
+                // An escape: the next byte is not the string's end.
+                i += 1;
+            },
+            b'{' | b'[' => depth += 1,
+            b'}' if depth == 0 => return tail[i + 1..].trim_ascii().is_empty(),
+            b'}' | b']' => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Whether an event's data is a usage-only chat chunk: the one OpenAI sends
@@ -253,6 +312,70 @@ mod tests {
         assert_eq!(from_json(br#"{"choices":[]}"#), None);
         assert_eq!(from_json(br#"{"usage":null}"#), None);
         assert_eq!(from_json(b"not json \"usage\""), None);
+    }
+
+    #[test]
+    fn usage_read_in_place_only_where_the_answer_keeps_it() {
+        // Not the last member; strings with brackets and escapes after it.
+        let chat = br#"{"id":"c","choices":[{"message":{"content":"{[\"usage\"]}"}}],
+            "usage" : {"prompt_tokens":10,"completion_tokens":4,
+                       "prompt_tokens_details":{"cached_tokens":6}},
+            "system_fingerprint":"fp_}]\\","service_tier":"default"} "#;
+        assert_eq!(
+            outermost_usage(chat, find(chat)).map(|u| u.map(|u| u.tokens())),
+            Some(t(10, 4, 6))
+        );
+        assert_eq!(from_json(chat), t(10, 4, 6));
+        let null = br#"{"choices":[],"usage":null}"#;
+        assert!(matches!(outermost_usage(null, find(null)), Some(None)));
+        assert_eq!(from_json(null), None);
+        // Nested deeper: the whole answer is parsed, and a `usage` that is
+        // not where answers keep it is not read.
+        for (nested, expected) in [
+            (
+                &br#"{"type":"message_start","message":{"usage":{"input_tokens":12}}}"#[..],
+                t(12, 0, 0),
+            ),
+            (
+                br#"{"response":{"id":"r","usage":{"input_tokens":3,"output_tokens":2}},"x":[1]}"#,
+                t(3, 2, 0),
+            ),
+            (br#"{"choices":[{"usage":{"prompt_tokens":99}}]}"#, None),
+            (br#"{"a":{"b":1},"x":{"usage":{"prompt_tokens":99}}}"#, None),
+        ] {
+            assert!(
+                outermost_usage(nested, find(nested)).is_none(),
+                "{}",
+                String::from_utf8_lossy(nested)
+            );
+            assert_eq!(
+                from_json(nested),
+                expected,
+                "{}",
+                String::from_utf8_lossy(nested)
+            );
+        }
+        // Twice (top and nested): merged by the whole parse, as before.
+        let twice = br#"{"message":{"usage":{"input_tokens":7}},"usage":{"output_tokens":5}}"#;
+        assert!(outermost_usage(twice, find(twice)).is_none());
+        assert_eq!(from_json(twice), t(7, 5, 0));
+        // Text that is not an answer's end: left to the parse, which refuses it.
+        for bad in [
+            &br#"{"usage":{"prompt_tokens":1}}}"#[..],
+            br#"{"usage":{"prompt_tokens":1}"#,
+            br#""x","usage":{"prompt_tokens":1}]"#,
+        ] {
+            assert!(
+                outermost_usage(bad, find(bad)).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(from_json(bad), None);
+        }
+    }
+
+    fn find(bytes: &[u8]) -> usize {
+        memchr::memmem::find(bytes, b"\"usage\"").expect("usage")
     }
 
     #[test]
