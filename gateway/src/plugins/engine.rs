@@ -15,14 +15,70 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::limits::{EngineLimits, Limiter, Limits};
 use super::v0_1::{host, types};
 
-/// How often the epoch advances: the granularity of CPU budgets.
+/// How often the epoch advances while plugins run: the granularity of CPU
+/// budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// How often it advances once no plugin code has run for [`QUIET_TICKS`]
+/// ticks: an idle gateway does not wake 500 times a second. A call wakes the
+/// ticker as it begins, so only a guest resumed after a long host call (a
+/// fetch) may see its first tick this late.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+const QUIET_TICKS: u32 = 250;
 
 /// The shared engine and its ticker.
 #[derive(Clone)]
 pub struct PluginEngine {
     pub engine: Engine,
     _ticker: Arc<Ticker>,
+    pulse: Arc<Pulse>,
+}
+
+/// Whether plugin code ran since the ticker last looked, and how to wake it
+/// from its idle pace.
+struct Pulse {
+    ran: AtomicBool,
+    idle: AtomicBool,
+    /// The ticker's thread (set once it is started; it starts at full pace).
+    ticker: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Pulse {
+    /// Plugin code is running (a call begins, or a running guest reached a
+    /// tick).
+    fn beat(&self) {
+        // Read before written: calls on every worker share this line.
+        if !self.ran.load(Ordering::Relaxed) {
+            self.ran.store(true, Ordering::Relaxed);
+        }
+        if self.idle.load(Ordering::Relaxed) {
+            self.idle.store(false, Ordering::Relaxed);
+            if let Some(ticker) = self.ticker.get() {
+                ticker.unpark();
+            }
+        }
+    }
+}
+
+/// The ticker's loop: a tick every [`EPOCH_TICK`] while plugin code runs,
+/// every [`IDLE_TICK`] after [`QUIET_TICKS`] ticks without any.
+fn tick(engine: &Engine, pulse: &Pulse, stop: &AtomicBool) {
+    let mut quiet = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        if quiet < QUIET_TICKS {
+            std::thread::sleep(EPOCH_TICK);
+        } else {
+            pulse.idle.store(true, Ordering::Relaxed);
+            std::thread::park_timeout(IDLE_TICK);
+            pulse.idle.store(false, Ordering::Relaxed);
+        }
+        engine.increment_epoch();
+        quiet = if pulse.ran.swap(false, Ordering::Relaxed) {
+            0
+        } else {
+            quiet.saturating_add(1)
+        };
+    }
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -72,18 +128,21 @@ impl PluginEngine {
         let engine = Engine::new(&config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticking, flag) = (engine.clone(), stop.clone());
-        std::thread::Builder::new()
+        let pulse = Arc::new(Pulse {
+            ran: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            ticker: std::sync::OnceLock::new(),
+        });
+        let beats = pulse.clone();
+        let ticker = std::thread::Builder::new()
             .name("sluice-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                }
-            })
+            .spawn(move || tick(&ticking, &beats, &flag))
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch ticker: {e}")))?;
+        let _ = pulse.ticker.set(ticker.thread().clone());
         Ok(Self {
             engine,
             _ticker: Arc::new(Ticker { stop }),
+            pulse,
         })
     }
 
@@ -93,6 +152,7 @@ impl PluginEngine {
             &self.engine,
             HostState {
                 plugin: name.clone(),
+                pulse: self.pulse.clone(),
                 limiter: Limiter::new(limits),
                 deadline: Instant::now(),
                 budget_exceeded: false,
@@ -105,6 +165,7 @@ impl PluginEngine {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
+            state.pulse.beat();
             if Instant::now() >= state.deadline {
                 state.budget_exceeded = true;
                 return Err(wasmtime::Error::msg("the plugin ran past its CPU budget"));
@@ -119,6 +180,8 @@ impl PluginEngine {
 /// What the host keeps per instance.
 pub struct HostState {
     pub plugin: Arc<str>,
+    /// Tells the epoch ticker that plugin code runs.
+    pulse: Arc<Pulse>,
     pub limiter: Limiter,
     /// When the running call's budget ends.
     pub deadline: Instant,
@@ -139,6 +202,7 @@ pub struct HostState {
 impl HostState {
     /// Starts a call: the budget counts from now.
     pub fn begin_call(&mut self, budget: Duration) {
+        self.pulse.beat();
         self.deadline = Instant::now() + budget;
         self.budget_exceeded = false;
         self.fetches_left = super::grants::MAX_FETCHES_PER_CALL;
@@ -267,4 +331,25 @@ pub fn test_engine() -> PluginEngine {
             PluginEngine::new(&limits, None).unwrap_or_else(|e| panic!("engine: {e}"))
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticker_slows_down_when_no_plugin_runs_and_a_call_wakes_it() {
+        let engine = PluginEngine::new(&EngineLimits::default(), None).expect("engine");
+        let pulse = &engine.pulse;
+        let waited = Instant::now();
+        while !pulse.idle.load(Ordering::Relaxed) {
+            assert!(waited.elapsed() < Duration::from_secs(10), "never idle");
+            std::thread::sleep(EPOCH_TICK);
+        }
+        // A call wakes it back to full pace (the end-to-end plugin tests
+        // stop a looping guest that began while the ticker was idle).
+        pulse.beat();
+        assert!(!pulse.idle.load(Ordering::Relaxed));
+        assert!(pulse.ran.load(Ordering::Relaxed));
+    }
 }
