@@ -2,6 +2,7 @@
 //! overridden and extended by the server config's `[[pricing]]` entries.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use super::Tokens;
 
@@ -34,13 +35,20 @@ pub struct PriceEntry {
 }
 
 /// Prices by provider and model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Pricing {
     /// The config's entries, looked at first.
     overrides: Vec<PriceEntry>,
     /// The shipped list, by provider, in the file's order.
     tables: Vec<(String, HashMap<String, Price>)>,
+    /// What [`Pricing::price`] found, by provider and model: finding walks
+    /// the lists (every one, for a model no list has), and every answer
+    /// asks. Emptied when it holds [`MAX_FOUND`] models.
+    found: RwLock<HashMap<String, HashMap<String, Option<Price>>>>,
 }
+
+/// Models whose prices are remembered at most (clients name the models).
+const MAX_FOUND: usize = 4096;
 
 const BUILT_IN: &str = include_str!("pricing.toml");
 
@@ -50,6 +58,7 @@ impl Pricing {
         Self {
             overrides,
             tables: built_in(),
+            found: RwLock::default(),
         }
     }
 
@@ -57,6 +66,25 @@ impl Pricing {
     /// then one for any provider, then the shipped list's table for the
     /// provider, then the first table that lists the model.
     pub fn price(&self, provider: &str, model: &str) -> Option<Price> {
+        let found = |f: &HashMap<String, HashMap<String, Option<Price>>>| {
+            f.get(provider)?.get(model).copied()
+        };
+        if let Some(price) = found(&self.found.read().unwrap_or_else(|e| e.into_inner())) {
+            return price;
+        }
+        let price = self.find(provider, model);
+        let mut found = self.found.write().unwrap_or_else(|e| e.into_inner());
+        if found.values().map(HashMap::len).sum::<usize>() >= MAX_FOUND {
+            found.clear();
+        }
+        found
+            .entry(provider.to_owned())
+            .or_default()
+            .insert(model.to_owned(), price);
+        price
+    }
+
+    fn find(&self, provider: &str, model: &str) -> Option<Price> {
         let model = bare(model);
         let best = |entries: &mut dyn Iterator<Item = (&str, Price)>| {
             entries
@@ -200,6 +228,27 @@ mod tests {
             Some((2.0, 6.0))
         );
         assert_eq!(price("openai", "mock-model"), None);
+    }
+
+    #[test]
+    fn prices_found_are_remembered_within_a_bound() {
+        let p = Pricing::new(Vec::new());
+        for _ in 0..2 {
+            assert_eq!(p.price("openai", "gpt-4o").map(|p| p.input), Some(2.5));
+            assert_eq!(p.price("openai", "no-such-model"), None);
+        }
+        for i in 0..MAX_FOUND + 10 {
+            assert_eq!(p.price("mock", &format!("m{i}")), None);
+        }
+        let held: usize = p
+            .found
+            .read()
+            .expect("lock")
+            .values()
+            .map(HashMap::len)
+            .sum();
+        assert!(held <= MAX_FOUND, "{held}");
+        assert_eq!(p.price("openai", "gpt-4o").map(|p| p.input), Some(2.5));
     }
 
     #[test]
