@@ -507,18 +507,19 @@ fn main() -> Result<()> {
                     with_hooks.push(g);
                     diffs.push(g - p);
                 }
+                // In the rounds' order (the median sorts them).
+                let each = diffs
+                    .iter()
+                    .map(|d| format!("{d:+.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 println!(
-                    "| {c} | {} rounds of {} s, medians | | | | | plain {:.1} µs, guarded {:.1} µs: +{:.1} µs (rounds' differences {}) | | |",
+                    "| {c} | {} rounds of {} s, medians | | | | | plain {:.1} µs, guarded {:.1} µs: +{:.1} µs (rounds' differences {each}) | | |",
                     args.rounds,
                     args.seconds,
                     median(&mut plain),
                     median(&mut with_hooks),
                     median(&mut diffs),
-                    diffs
-                        .iter()
-                        .map(|d| format!("{d:+.0}"))
-                        .collect::<Vec<_>>()
-                        .join(" "),
                 );
             }
         }
