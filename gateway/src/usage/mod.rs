@@ -296,44 +296,79 @@ fn write_loop(db: &Db, rx: &Receiver<Msg>, written: &AtomicU64, retention_days: 
     }
 }
 
+/// The request log's columns, in the order [`bind`] binds them.
+const COLUMNS: &str = "ts, trace_id, key_id, virtual_key, provider, model, route, status,
+    latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, cost, cache, retries,
+    target, stream, hook_results, metadata, request_body, response_body, saved_cost";
+const COLUMN_COUNT: usize = 23;
+/// Records inserted by one statement: a statement's own cost (compiling is
+/// cached, but each run starts and ends the VM) is shared by that many rows.
+const ROWS_PER_INSERT: usize = 32;
+
+static INSERT_MANY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+static INSERT_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+
+/// `INSERT INTO requests` of `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; COLUMN_COUNT].join(","));
+    format!(
+        "INSERT INTO requests ({COLUMNS}) VALUES {}",
+        vec![row; rows].join(",")
+    )
+}
+
+/// Binds `r`'s columns from parameter `first` (1-based) on.
+fn bind(stmt: &mut rusqlite::Statement<'_>, first: usize, r: &Record) -> rusqlite::Result<()> {
+    let t = r.tokens;
+    let values: [&dyn rusqlite::ToSql; COLUMN_COUNT] = [
+        &r.ts_ms,
+        &r.trace_id,
+        &r.key_id,
+        &r.virtual_key,
+        &r.provider,
+        &r.model,
+        &r.route,
+        &r.status,
+        &(r.latency_ms as i64),
+        &r.ttft_ms.map(|v| v as i64),
+        &t.map(|t| t.input as i64),
+        &t.map(|t| t.output as i64),
+        &t.map(|t| t.cached as i64),
+        &r.cost,
+        &r.cache,
+        &r.retries,
+        &r.target,
+        &r.stream,
+        &r.hook_results,
+        &r.metadata,
+        &r.request_body,
+        &r.response_body,
+        &r.saved_cost,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(first + i, v)?;
+    }
+    Ok(())
+}
+
 fn insert(c: &rusqlite::Connection, batch: &[Box<Record>]) -> rusqlite::Result<()> {
     let tx = c.unchecked_transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO requests (ts, trace_id, key_id, virtual_key, provider, model, route,
-                status, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, cost,
-                cache, retries, target, stream, hook_results, metadata, request_body,
-                response_body, saved_cost)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-        )?;
-        for r in batch {
-            let t = r.tokens;
-            stmt.execute(rusqlite::params![
-                r.ts_ms,
-                r.trace_id,
-                r.key_id,
-                r.virtual_key,
-                r.provider,
-                r.model,
-                r.route,
-                r.status,
-                r.latency_ms as i64,
-                r.ttft_ms.map(|v| v as i64),
-                t.map(|t| t.input as i64),
-                t.map(|t| t.output as i64),
-                t.map(|t| t.cached as i64),
-                r.cost,
-                r.cache,
-                r.retries,
-                r.target,
-                r.stream,
-                r.hook_results,
-                r.metadata,
-                r.request_body,
-                r.response_body,
-                r.saved_cost,
-            ])?;
+        let (mut many, mut one) = (
+            tx.prepare_cached(&INSERT_MANY)?,
+            tx.prepare_cached(&INSERT_ONE)?,
+        );
+        let mut chunks = batch.chunks_exact(ROWS_PER_INSERT);
+        for chunk in &mut chunks {
+            for (n, r) in chunk.iter().enumerate() {
+                bind(&mut many, 1 + n * COLUMN_COUNT, r)?;
+            }
+            many.raw_execute()?;
+        }
+        for r in chunks.remainder() {
+            bind(&mut one, 1, r)?;
+            one.raw_execute()?;
         }
         let mut spend = tx.prepare_cached(
             "INSERT INTO budget_spend (bucket, period_start, usd) VALUES (?1, ?2, ?3)
@@ -433,6 +468,92 @@ mod tests {
         assert!(kept.contains("[REDACTED]"), "{kept}");
         let long = redacted_body("é".repeat(100).as_bytes(), 11);
         assert!(long.starts_with("ééééé…["), "{long}");
+    }
+
+    #[test]
+    fn every_column_is_written_in_batches_and_alone() {
+        let dir = std::env::temp_dir().join(format!("sluice-usage-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("state.db");
+        let recorder = Recorder::start(&path, UsageSettings::default()).expect("start");
+        // One statement of ROWS_PER_INSERT rows, then single rows.
+        let records: Vec<Record> = (0..ROWS_PER_INSERT as u64 + 3)
+            .map(|i| Record {
+                ts_ms: 1_000 + i as i64,
+                trace_id: format!("t{i}"),
+                key_id: Some(format!("k{i}")),
+                virtual_key: (i % 2 == 0).then(|| format!("vk{i}")),
+                provider: Some("openai".into()),
+                model: Some(format!("m{i}")),
+                route: "/v1/chat/completions".into(),
+                status: 200 + i as u16,
+                latency_ms: 10 + i,
+                ttft_ms: Some(i),
+                tokens: Some(Tokens {
+                    input: i,
+                    output: 2 * i,
+                    cached: 3 * i,
+                }),
+                cost: Some(i as f64 / 8.0),
+                saved_cost: Some(i as f64 / 4.0),
+                cache: Some("MISS".into()),
+                retries: i as u32,
+                target: Some(format!("0.{i}")),
+                stream: i % 3 == 0,
+                hook_results: Some(format!("{{\"h\":{i}}}")),
+                metadata: Some(format!("{{\"user\":\"u{i}\"}}")),
+                request_body: Some(format!("req{i}")),
+                response_body: Some(format!("res{i}")),
+                budgets: Vec::new(),
+            })
+            .collect();
+        for r in &records {
+            recorder.record(r.clone());
+        }
+        recorder.close();
+        let db = Db::open(&path).expect("open");
+        let read = db
+            .with(|c| {
+                let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM requests ORDER BY id"))?;
+                let rows = stmt.query_map([], |r| {
+                    let tokens = |i| r.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+                    Ok(Record {
+                        ts_ms: r.get(0)?,
+                        trace_id: r.get(1)?,
+                        key_id: r.get(2)?,
+                        virtual_key: r.get(3)?,
+                        provider: r.get(4)?,
+                        model: r.get(5)?,
+                        route: r.get(6)?,
+                        status: r.get(7)?,
+                        latency_ms: r.get::<_, i64>(8)? as u64,
+                        ttft_ms: tokens(9)?,
+                        tokens: match (tokens(10)?, tokens(11)?, tokens(12)?) {
+                            (Some(input), Some(output), Some(cached)) => Some(Tokens {
+                                input,
+                                output,
+                                cached,
+                            }),
+                            _ => None,
+                        },
+                        cost: r.get(13)?,
+                        cache: r.get(14)?,
+                        retries: r.get(15)?,
+                        target: r.get(16)?,
+                        stream: r.get(17)?,
+                        hook_results: r.get(18)?,
+                        metadata: r.get(19)?,
+                        request_body: r.get(20)?,
+                        response_body: r.get(21)?,
+                        saved_cost: r.get(22)?,
+                        budgets: Vec::new(),
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .expect("read");
+        assert_eq!(read, records);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
