@@ -470,12 +470,18 @@ mod tests {
         assert!(long.starts_with("ééééé…["), "{long}");
     }
 
-    #[test]
-    fn every_column_is_written_in_batches_and_alone() {
+    /// A recorder on a new database: its directory (to remove), its path.
+    fn recorder() -> (std::path::PathBuf, std::path::PathBuf, Recorder) {
         let dir = std::env::temp_dir().join(format!("sluice-usage-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("state.db");
         let recorder = Recorder::start(&path, UsageSettings::default()).expect("start");
+        (dir, path, recorder)
+    }
+
+    #[test]
+    fn every_column_is_written_in_batches_and_alone() {
+        let (dir, path, recorder) = recorder();
         // One statement of ROWS_PER_INSERT rows, then single rows.
         let records: Vec<Record> = (0..ROWS_PER_INSERT as u64 + 3)
             .map(|i| Record {
@@ -558,10 +564,7 @@ mod tests {
 
     #[test]
     fn records_survive_close_and_old_ones_are_pruned() {
-        let dir = std::env::temp_dir().join(format!("sluice-usage-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("state.db");
-        let recorder = Recorder::start(&path, UsageSettings::default()).expect("start");
+        let (dir, path, recorder) = recorder();
         for i in 0..2500 {
             recorder.record(Record {
                 ts_ms: now_ms(),
