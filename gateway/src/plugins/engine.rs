@@ -22,7 +22,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// How often it advances once no plugin code has run for [`QUIET_TICKS`]
 /// ticks: an idle gateway does not wake 500 times a second. A call wakes the
 /// ticker as it begins, so only a guest resumed after a long host call (a
-/// fetch) may see its first tick this late.
+/// fetch), or a call that began just as the ticker went idle, may see its
+/// first tick this late: a CPU budget is then overrun by at most this.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 const QUIET_TICKS: u32 = 250;
 
