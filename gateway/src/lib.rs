@@ -26,6 +26,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod guardrails;
+pub mod json_text;
 pub mod keys;
 pub mod limits;
 pub mod plugins;

@@ -71,16 +71,8 @@ impl<'a> Reader<'a> {
     /// A string at `i`, quotes and escapes included.
     fn string(&mut self) -> Option<&'a [u8]> {
         let start = self.i;
-        self.i += 1;
-        loop {
-            let at = self.i + memchr::memchr2(b'"', b'\\', self.s.get(self.i..)?)?;
-            if self.s[at] == b'"' {
-                self.i = at + 1;
-                return Some(&self.s[start..self.i]);
-            }
-            // An escape: the byte after the backslash is not the end.
-            self.i = at + 2;
-        }
+        self.i = crate::json_text::string_end(self.s, start)?;
+        Some(&self.s[start..self.i])
     }
 
     /// A number, `true`, `false` or `null`, as written.

@@ -16,7 +16,8 @@
 //! last user message is text, answers kept for prompts close in meaning (see
 //! [`semantic`]).
 //!
-//! This module calls nothing else in the pipeline.
+//! This module calls nothing else in the pipeline ([`crate::json_text`]
+//! only reads JSON text).
 
 mod canonical;
 pub mod semantic;

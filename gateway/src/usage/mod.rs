@@ -8,8 +8,8 @@
 //! on), and the writer takes what gathered every 100 ms, in one transaction.
 //! On graceful shutdown the queue is written out before the process exits. Records older than `[usage] retention_days` are deleted hourly.
 //!
-//! This module calls only [`crate::state`], and [`crate::providers::sse`] to
-//! read streams.
+//! This module calls only [`crate::state`], [`crate::providers::sse`] to
+//! read streams, and [`crate::json_text`] to read answers.
 
 pub mod pricing;
 pub mod query;

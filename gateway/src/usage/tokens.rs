@@ -150,18 +150,13 @@ fn closes_one_object(tail: &[u8]) -> bool {
     let mut i = 0;
     while let Some(&b) = tail.get(i) {
         match b {
-            b'"' => loop {
-                i += 1;
-                let Some(n) = tail.get(i..).and_then(|t| memchr::memchr2(b'"', b'\\', t)) else {
+            b'"' => {
+                let Some(end) = crate::json_text::string_end(tail, i) else {
                     return false;
                 };
-                i += n;
-                if tail[i] == b'"' {
-                    break;
-                }
-                // An escape: the next byte is not the string's end.
-                i += 1;
-            },
+                i = end;
+                continue;
+            }
             b'{' | b'[' => depth += 1,
             b'}' if depth == 0 => return tail[i + 1..].trim_ascii().is_empty(),
             b'}' | b']' => match depth.checked_sub(1) {
