@@ -300,7 +300,20 @@ fn write_loop(db: &Db, rx: &Receiver<Msg>, written: &AtomicU64, retention_days: 
 const COLUMNS: &str = "ts, trace_id, key_id, virtual_key, provider, model, route, status,
     latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, cost, cache, retries,
     target, stream, hook_results, metadata, request_body, response_body, saved_cost";
-const COLUMN_COUNT: usize = 23;
+const COLUMN_COUNT: usize = count_columns(COLUMNS);
+
+/// The names in a comma-separated column list.
+const fn count_columns(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let (mut n, mut i) = (1, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
 /// Records inserted by one statement: a statement's own cost (compiling is
 /// cached, but each run starts and ends the VM) is shared by that many rows.
 const ROWS_PER_INSERT: usize = 32;
