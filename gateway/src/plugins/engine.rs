@@ -31,15 +31,15 @@ const QUIET_TICKS: u32 = 250;
 #[derive(Clone)]
 pub struct PluginEngine {
     pub engine: Engine,
-    _ticker: Arc<Ticker>,
-    pulse: Arc<Pulse>,
+    ticker: Arc<Ticker>,
 }
 
-/// Whether plugin code ran since the ticker last looked, and how to wake it
-/// from its idle pace.
+/// Whether plugin code ran since the ticker last looked, how to wake it from
+/// its idle pace, and whether it is to stop.
 struct Pulse {
     ran: AtomicBool,
     idle: AtomicBool,
+    stop: AtomicBool,
     /// The ticker's thread (set once it is started; it starts at full pace).
     ticker: std::sync::OnceLock<std::thread::Thread>,
 }
@@ -63,9 +63,9 @@ impl Pulse {
 
 /// The ticker's loop: a tick every [`EPOCH_TICK`] while plugin code runs,
 /// every [`IDLE_TICK`] after [`QUIET_TICKS`] ticks without any.
-fn tick(engine: &Engine, pulse: &Pulse, stop: &AtomicBool) {
+fn tick(engine: &Engine, pulse: &Pulse) {
     let mut quiet = 0u32;
-    while !stop.load(Ordering::Relaxed) {
+    while !pulse.stop.load(Ordering::Relaxed) {
         if quiet < QUIET_TICKS {
             std::thread::sleep(EPOCH_TICK);
         } else {
@@ -88,13 +88,13 @@ impl std::fmt::Debug for PluginEngine {
     }
 }
 
-struct Ticker {
-    stop: Arc<AtomicBool>,
-}
+/// Held by every clone of the engine: the last one dropped stops the
+/// ticker (the stores' pulses do not keep it running).
+struct Ticker(Arc<Pulse>);
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.0.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -127,23 +127,21 @@ impl PluginEngine {
             config.cache(Some(wasmtime::Cache::new(cache)?));
         }
         let engine = Engine::new(&config)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ticking, flag) = (engine.clone(), stop.clone());
         let pulse = Arc::new(Pulse {
             ran: AtomicBool::new(false),
             idle: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
             ticker: std::sync::OnceLock::new(),
         });
-        let beats = pulse.clone();
+        let (ticking, beats) = (engine.clone(), pulse.clone());
         let ticker = std::thread::Builder::new()
             .name("sluice-epoch".into())
-            .spawn(move || tick(&ticking, &beats, &flag))
+            .spawn(move || tick(&ticking, &beats))
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch ticker: {e}")))?;
         let _ = pulse.ticker.set(ticker.thread().clone());
         Ok(Self {
             engine,
-            _ticker: Arc::new(Ticker { stop }),
-            pulse,
+            ticker: Arc::new(Ticker(pulse)),
         })
     }
 
@@ -153,7 +151,7 @@ impl PluginEngine {
             &self.engine,
             HostState {
                 plugin: name.clone(),
-                pulse: self.pulse.clone(),
+                pulse: self.ticker.0.clone(),
                 limiter: Limiter::new(limits),
                 deadline: Instant::now(),
                 budget_exceeded: false,
@@ -341,7 +339,7 @@ mod tests {
     #[test]
     fn the_ticker_slows_down_when_no_plugin_runs_and_a_call_wakes_it() {
         let engine = PluginEngine::new(&EngineLimits::default(), None).expect("engine");
-        let pulse = &engine.pulse;
+        let pulse = &engine.ticker.0;
         let waited = Instant::now();
         while !pulse.idle.load(Ordering::Relaxed) {
             assert!(waited.elapsed() < Duration::from_secs(10), "never idle");
