@@ -1,12 +1,15 @@
 //! Reading text the way the checks need it: which text is judged, counting,
 //! JSON in prose, URLs, fenced code, and whole-word lists.
 
+use std::borrow::Cow;
+
 use sluice_plugin_sdk::guardrail::{CheckInput, Stage};
 
 /// The text a check judges: after the response, the answer (every choice);
 /// before the request, the last message — the run of trailing segments with
-/// the last segment's role.
-pub fn judged(input: &CheckInput) -> String {
+/// the last segment's role. Borrowed when that is one segment (the usual
+/// case: one user message, one choice), joined with newlines otherwise.
+pub fn judged(input: &CheckInput) -> Cow<'_, str> {
     let segments = &input.segments;
     let from = if input.stage == Stage::AfterResponse {
         0
@@ -16,14 +19,18 @@ pub fn judged(input: &CheckInput) -> String {
                 .iter()
                 .rposition(|s| s.role != last.role)
                 .map_or(0, |i| i + 1),
-            None => return String::new(),
+            None => return Cow::Borrowed(""),
         }
     };
-    segments[from..]
-        .iter()
-        .map(|s| s.text.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
+    match &segments[from..] {
+        [one] => Cow::Borrowed(&one.text),
+        run => Cow::Owned(
+            run.iter()
+                .map(|s| s.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    }
 }
 
 /// What a count check counts.
