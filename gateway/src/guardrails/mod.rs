@@ -48,7 +48,7 @@ use futures_util::future::join_all;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-pub use segments::Segments;
+pub use segments::{BodyText, Segments};
 pub use stats::Stats;
 
 use crate::config::routing::{CheckSpec, HookSpec, Hooks};
@@ -204,15 +204,23 @@ async fn run(
         }
         results.push((i, result));
     }
-    let guards = hooks
+    let guards: Vec<(usize, &HookSpec)> = hooks
         .iter()
         .enumerate()
         .filter(|(_, h)| !h.mutator && !h.detached)
-        .map(|(i, hook)| {
-            let current = &current;
-            async move { (i, hook, run_hook(ctx, hook, current).await) }
-        });
-    for (i, hook, (result, verdict, texts)) in join_all(guards).await {
+        .collect();
+    // A lone hook is awaited in place (see [`run_hook`]).
+    let ran = match guards.as_slice() {
+        [(i, hook)] => vec![(*i, *hook, run_hook(ctx, hook, &current).await)],
+        _ => {
+            join_all(guards.iter().map(|&(i, hook)| {
+                let current = &current;
+                async move { (i, hook, run_hook(ctx, hook, current).await) }
+            }))
+            .await
+        }
+    };
+    for (i, hook, (result, verdict, texts)) in ran {
         record(&mut stage, hook, verdict);
         if texts.is_some() {
             rewrite = texts;
@@ -367,8 +375,15 @@ async fn run_hook(
             checks.push(result);
         }
     } else {
-        let runs = hook.checks.iter().map(|c| run_check(ctx, hook, c, input));
-        for (result, texts) in join_all(runs).await {
+        // A lone check is awaited in place: `join_all` moves each future
+        // into a list of its own, and a check's future is large (it holds
+        // the plugin call's), so on one-check hooks (the shorthand form) the
+        // move costs more than it saves.
+        let ran = match hook.checks.as_slice() {
+            [check] => vec![run_check(ctx, hook, check, input).await],
+            checks => join_all(checks.iter().map(|c| run_check(ctx, hook, c, input))).await,
+        };
+        for (result, texts) in ran {
             if texts.is_some() {
                 rewrite = texts;
             }
@@ -501,15 +516,15 @@ pub async fn before_request(
     stage
 }
 
-/// Runs the before-request hooks on the request's bytes: only the text is read
-/// (no full parse); the body is parsed and rewritten only when a guardrail
-/// rewrote the text, and then returned.
+/// Runs the before-request hooks on the request's bytes and `text`, read
+/// from them with [`BodyText::request`] (no full parse); the body is parsed
+/// and rewritten only when a guardrail rewrote the text, and then returned.
 pub async fn before_request_bytes(
     hooks: &Hooks,
     ctx: &Context<'_>,
     bytes: &[u8],
+    text: BodyText,
 ) -> Result<(StageResult, Option<Map<String, Value>>), crate::GatewayError> {
-    let text = segments::BodyText::request(bytes)?;
     run_on_bytes(&hooks.before, false, ctx, bytes, text).await
 }
 
