@@ -227,6 +227,8 @@ fn stages(
                 hooks,
                 &ctx,
                 black_box(sluice_tests::load::BODY.as_bytes()),
+                guardrails::BodyText::request(black_box(sluice_tests::load::BODY.as_bytes()))
+                    .expect("reads"),
             ))
             .expect("stage");
         assert!(!stage.failed);

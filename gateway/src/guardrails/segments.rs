@@ -19,12 +19,22 @@ use crate::GatewayError;
 pub struct BodyText {
     pub model: Option<String>,
     pub segments: Vec<(String, String)>,
+    /// A request's `stream`, read in the same pass (what
+    /// [`crate::providers::body::peek`] reads, so a guarded request is read
+    /// once, not twice).
+    pub stream: Option<bool>,
+    /// A request's `stream_options.include_usage`.
+    pub include_usage: bool,
 }
 
 #[derive(Deserialize)]
 struct Shape<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<crate::providers::body::PeekStreamOptions>,
     /// Anthropic's system prompt.
     #[serde(default)]
     system: Option<Texts>,
@@ -192,6 +202,11 @@ impl BodyText {
         let mut out = Self {
             model: shape.model.map(Cow::into_owned),
             segments: Vec::new(),
+            stream: shape.stream,
+            include_usage: shape
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
         };
         match shape.system {
             Some(Texts::One(t)) => out.segments.push(("system".to_owned(), t)),
@@ -244,7 +259,7 @@ impl BodyText {
         let shape = shape(bytes).ok()?;
         let mut out = Self {
             model: shape.model.map(Cow::into_owned),
-            segments: Vec::new(),
+            ..Self::default()
         };
         let assistant = |t: String| ("assistant".to_owned(), t);
         if let Some(Texts::Many(blocks)) = shape.content {
@@ -471,6 +486,37 @@ mod tests {
         assert!(BodyText::answer(b" {}").is_some());
         s.apply(&mut res, &["OUT".into()]);
         assert_eq!(res["choices"][0]["message"]["content"], "OUT");
+    }
+
+    #[test]
+    fn a_request_is_read_once_for_its_text_and_what_peek_reads() {
+        let read = |body: Value| BodyText::request(body.to_string().as_bytes());
+        let text = read(
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .expect("reads");
+        assert_eq!(
+            (text.model.as_deref(), text.stream, text.include_usage),
+            (Some("m"), Some(true), true)
+        );
+        assert_eq!(text.segments, [("user".into(), "hi".into())]);
+        let text = read(json!({"messages": [], "stream_options": {}})).expect("reads");
+        assert_eq!(
+            (text.model, text.stream, text.include_usage),
+            (None, None, false)
+        );
+        // What `peek` refuses, this refuses too (the caller then asks `peek`
+        // why).
+        for bad in [
+            json!({"stream": "yes"}),
+            json!({"model": 4}),
+            json!({"stream_options": {"include_usage": 1}}),
+        ] {
+            assert!(crate::providers::body::peek(bad.to_string().as_bytes()).is_err());
+            assert!(read(bad.clone()).is_err(), "{bad}");
+        }
+        assert!(BodyText::request(br#"{"model":"a","model":"b"}"#).is_err());
     }
 
     #[test]

@@ -1162,18 +1162,22 @@ async fn prepare(
     if overrides.is_empty() {
         // Checks only read the text: the body is parsed whole only if a
         // guardrail rewrote it; otherwise the client's bytes go as they came.
-        let peek = body::peek(&bytes)?;
-        if let Some(model) = &peek.model {
-            tracing::Span::current().record("gen_ai.request.model", model.as_ref());
+        // One pass reads the text and what `peek` reads; a body it cannot
+        // read gets `peek`'s account of what is wrong, when it has one.
+        let text =
+            guardrails::BodyText::request(&bytes).or_else(|e| body::peek(&bytes).and(Err(e)))?;
+        if let Some(model) = &text.model {
+            tracing::Span::current().record("gen_ai.request.model", model.as_str());
         }
-        let stream = peek.stream.unwrap_or(false);
+        let stream = text.stream.unwrap_or(false);
         // A rewrite changes message text only: model and options stay.
         let options = AnswerOptions {
-            model: peek.model.as_deref().map(str::to_owned),
-            include_usage: peek.include_usage(),
+            model: text.model.clone(),
+            include_usage: text.include_usage,
             ..AnswerOptions::default()
         };
-        let (result, rewritten) = guardrails::before_request_bytes(hooks, ctx, &bytes).await?;
+        let (result, rewritten) =
+            guardrails::before_request_bytes(hooks, ctx, &bytes, text).await?;
         if result.denied {
             return Ok(Prepared::Answer(denied(&result.results, &[])));
         }
