@@ -19,6 +19,19 @@ pub mod load {
     /// The chat request every run sends (a user message of about 480 bytes).
     pub const BODY: &str = r#"{"model":"gpt-load","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly and precisely."},{"role":"user","content":"Summarise the following text in one sentence: Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."}],"temperature":0.2,"max_tokens":64}"#;
 
+    /// [`BODY`] lengthened to `bytes` (never shortened): its user message
+    /// goes on with its own prose, so every check passes on it as on
+    /// [`BODY`]. The guardrail targets are stated for a 1 KB request.
+    pub fn body_of(bytes: usize) -> String {
+        const PROSE: &str = " Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.";
+        let end = BODY
+            .find(r#""}],"temperature""#)
+            .unwrap_or_else(|| panic!("BODY ends its user message before `temperature`"));
+        let missing = bytes.saturating_sub(BODY.len());
+        let pad: String = PROSE.chars().cycle().take(missing).collect();
+        format!("{}{pad}{}", &BODY[..end], &BODY[end..])
+    }
+
     /// `--checks`: five of the `default` plugin's checks, three on the request
     /// and two on the answer, all passing on [`BODY`] and the mock's answer.
     pub fn checks_config(provider: &str) -> serde_json::Value {
@@ -252,4 +265,25 @@ pub async fn metric_at_least(gw: &Gateway, name: &str, at_least: f64) -> f64 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load::{BODY, body_of};
+
+    #[test]
+    fn a_lengthened_request_is_as_long_as_asked_and_the_same_request() {
+        assert_eq!(body_of(0), BODY);
+        assert_eq!(body_of(BODY.len()), BODY);
+        for bytes in [1024, 4096] {
+            let body = body_of(bytes);
+            assert_eq!(body.len(), bytes);
+            let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let short: serde_json::Value = serde_json::from_str(BODY).expect("JSON");
+            let user = v["messages"][1]["content"].as_str().expect("text");
+            assert!(user.starts_with(short["messages"][1]["content"].as_str().expect("text")));
+            assert_eq!(v["max_tokens"], short["max_tokens"]);
+            assert_eq!(v["messages"][0], short["messages"][0]);
+        }
+    }
 }

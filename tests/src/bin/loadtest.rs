@@ -16,6 +16,10 @@
 //! With `--config JSON`, the guarded run sends that config instead (to measure
 //! one stage or one check alone).
 //!
+//! With `--request-bytes N`, every run sends the same request lengthened to N
+//! bytes (its user message goes on): the guardrail targets are stated for a
+//! 1 KB request (`--checks --request-bytes 1024`).
+//!
 //! With `--rounds N` (and `--guardrails`, `--checks` or `--config`), each
 //! concurrency also alternates plain and guarded runs N times and reports the
 //! median CPU per request of each and the median of the rounds' differences:
@@ -44,8 +48,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use sluice_tests::load::BODY;
 use sluice_tests::{Gateway, MockUpstream, config_with_mock};
+
+/// The request every run sends: `load::BODY`, or `--request-bytes` long.
+static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn body() -> &'static str {
+    BODY.get_or_init(|| sluice_tests::load::BODY.to_owned())
+}
 
 struct Args {
     seconds: u64,
@@ -90,6 +100,11 @@ fn args() -> Result<Args> {
             "--seconds" => out.seconds = v.parse()?,
             "--guardrails" => out.guardrails = v.parse()?,
             "--rounds" => out.rounds = v.parse()?,
+            "--request-bytes" => {
+                let body = sluice_tests::load::body_of(v.parse()?);
+                BODY.set(body)
+                    .map_err(|_| anyhow::anyhow!("--request-bytes given twice"))?;
+            }
             "--config" => {
                 serde_json::from_str::<serde_json::Value>(&v).context("--config")?;
                 out.config = Some(v);
@@ -157,9 +172,9 @@ async fn drive(
                 let t = Instant::now();
                 let body = if unique {
                     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    BODY.replacen('{', &format!("{{\"user\":\"load-{n}\","), 1)
+                    body().replacen('{', &format!("{{\"user\":\"load-{n}\","), 1)
                 } else {
-                    BODY.to_owned()
+                    body().to_owned()
                 };
                 let mut req = client
                     .post(&url)
@@ -355,9 +370,10 @@ fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (idle_rss, _) = rss_mib(gw.pid())?;
         println!(
-            "gateway pid {} idle RSS {idle_rss:.1} MiB; {} s per run",
+            "gateway pid {} idle RSS {idle_rss:.1} MiB; {} s per run; a request of {} bytes",
             gw.pid(),
-            args.seconds
+            args.seconds,
+            body().len()
         );
         let direct_url = mock.url("/v1/chat/completions");
         let gw_url = gw.at("/v1/chat/completions");
