@@ -53,6 +53,12 @@ async fn request_errors_are_400s_and_never_reach_the_upstream() {
             "malformed_body",
             "expected a JSON object, found an array",
         ),
+        (
+            MOCK.to_vec(),
+            "[]",
+            "malformed_body",
+            "expected a JSON object, found an array",
+        ),
         (MOCK.to_vec(), "", "malformed_body", "empty"),
         (vec![], "{}", "missing_provider", "x-portkey-provider"),
         (

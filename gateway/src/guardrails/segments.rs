@@ -199,6 +199,7 @@ impl BodyText {
                 "the body is not a JSON object of the expected shape: {e}"
             ))
         })?;
+        crate::providers::body::object_first(bytes)?;
         let mut out = Self {
             model: shape.model.map(Cow::into_owned),
             segments: Vec::new(),
@@ -517,6 +518,7 @@ mod tests {
             assert!(read(bad.clone()).is_err(), "{bad}");
         }
         assert!(BodyText::request(br#"{"model":"a","model":"b"}"#).is_err());
+        assert!(BodyText::request(b"[]").is_err());
     }
 
     #[test]

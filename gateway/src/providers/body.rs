@@ -52,7 +52,22 @@ pub fn stream_options(map: &Map<String, Value>) -> super::AnswerOptions {
 
 /// Checks a JSON body and reads `model` and `stream` from it.
 pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, GatewayError> {
-    serde_json::from_slice(bytes).map_err(|e| malformed(bytes, &e))
+    let peek = serde_json::from_slice(bytes).map_err(|e| malformed(bytes, &e))?;
+    object_first(bytes)?;
+    Ok(peek)
+}
+
+/// Refuses a body that is not an object. serde reads a struct from an array
+/// too (its members in field order), so a reader of a body's fields that
+/// took `[]` would pass it on: call this after such a reader succeeded.
+pub fn object_first(bytes: &[u8]) -> Result<(), GatewayError> {
+    if bytes.trim_ascii_start().first() == Some(&b'{') {
+        return Ok(());
+    }
+    let found = serde_json::from_slice::<Value>(bytes).map_or("something else", |v| kind(&v));
+    Err(GatewayError::MalformedBody(format!(
+        "expected a JSON object, found {found}"
+    )))
 }
 
 /// Parses a JSON body into an object that keeps every field, in order.
@@ -103,6 +118,9 @@ mod tests {
             (&b""[..], "empty"),
             (b"  \n", "empty"),
             (b"[1]", "found an array"),
+            // Read field by field, an empty array would pass.
+            (b" []", "found an array"),
+            (b"[null, true]", "found an array"),
             (b"\"s\"", "found a string"),
             (b"{\"model\": \"m\",", "invalid JSON"),
             (b"{\"a\":1} trailing", "invalid JSON"),
