@@ -295,6 +295,8 @@ async fn the_admin_api_manages_virtual_keys_and_never_returns_a_secret() {
 
     for (body, want) in [
         (r#"{"name": "m2", "provider": "mock"}"#, "malformed_body"),
+        // The fields in order, as an array: not an object.
+        (r#"["m2", "mock", "k"]"#, "malformed_body"),
         (
             r#"{"name": "m2", "provider": "mock", "key": "k", "extra": 1}"#,
             "malformed_body",

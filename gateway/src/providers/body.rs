@@ -61,13 +61,17 @@ pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, GatewayError> {
 /// too (its members in field order), so a reader of a body's fields that
 /// took `[]` would pass it on: call this after such a reader succeeded.
 pub fn object_first(bytes: &[u8]) -> Result<(), GatewayError> {
+    not_an_object(bytes).map_or(Ok(()), |why| Err(GatewayError::MalformedBody(why)))
+}
+
+/// Why a body is not a JSON object ("expected a JSON object, found an
+/// array"), judged by its first token; `None` when it starts as one.
+pub fn not_an_object(bytes: &[u8]) -> Option<String> {
     if bytes.trim_ascii_start().first() == Some(&b'{') {
-        return Ok(());
+        return None;
     }
     let found = serde_json::from_slice::<Value>(bytes).map_or("something else", |v| kind(&v));
-    Err(GatewayError::MalformedBody(format!(
-        "expected a JSON object, found {found}"
-    )))
+    Some(format!("expected a JSON object, found {found}"))
 }
 
 /// Parses a JSON body into an object that keeps every field, in order.

@@ -65,10 +65,16 @@ async fn blocking<S: Send + Sync + 'static, T: Send + 'static>(
         .map_err(store_error)
 }
 
-/// A JSON body, or 400 saying what was expected.
+/// A JSON object's body, or 400 saying what was expected. (serde would read
+/// a struct from an array too, its elements in field order.)
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], expected: &str) -> Result<T, GatewayError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| GatewayError::MalformedBody(format!("expected {expected}: {e}")))
+    let malformed =
+        |why: String| GatewayError::MalformedBody(format!("expected {expected}: {why}"));
+    let value = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    match crate::providers::body::not_an_object(bytes) {
+        Some(why) => Err(malformed(why)),
+        None => Ok(value),
+    }
 }
 
 /// Answers 200 (or `status`) with `value`, or the error.
