@@ -71,17 +71,19 @@ pub fn not_an_object(bytes: &[u8]) -> Option<String> {
         return None;
     }
     let found = serde_json::from_slice::<Value>(bytes).map_or("something else", |v| kind(&v));
-    Some(format!("expected a JSON object, found {found}"))
+    Some(not_an_object_but(found))
+}
+
+/// The one wording of every "not an object" refusal.
+fn not_an_object_but(found: &str) -> String {
+    format!("expected a JSON object, found {found}")
 }
 
 /// Parses a JSON body into an object that keeps every field, in order.
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(GatewayError::MalformedBody(format!(
-            "expected a JSON object, found {}",
-            kind(&other)
-        ))),
+        Ok(other) => Err(GatewayError::MalformedBody(not_an_object_but(kind(&other)))),
         Err(e) => Err(malformed(bytes, &e)),
     }
 }
@@ -99,7 +101,7 @@ fn malformed(bytes: &[u8], e: &serde_json::Error) -> GatewayError {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(other) if !other.is_object() => {
-            GatewayError::MalformedBody(format!("expected a JSON object, found {}", kind(&other)))
+            GatewayError::MalformedBody(not_an_object_but(kind(&other)))
         }
         _ => GatewayError::MalformedBody(format!("invalid JSON: {e}")),
     }
