@@ -204,10 +204,9 @@ impl BodyText {
             model: shape.model.map(Cow::into_owned),
             segments: Vec::new(),
             stream: shape.stream,
-            include_usage: shape
-                .stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
+            include_usage: crate::providers::body::PeekStreamOptions::usage_wanted(
+                shape.stream_options.as_ref(),
+            ),
         };
         match shape.system {
             Some(Texts::One(t)) => out.segments.push(("system".to_owned(), t)),

@@ -27,13 +27,18 @@ pub struct PeekStreamOptions {
     pub include_usage: Option<bool>,
 }
 
+impl PeekStreamOptions {
+    /// A body's `stream_options.include_usage`: `false` when either is
+    /// absent.
+    pub fn usage_wanted(options: Option<&Self>) -> bool {
+        options.and_then(|o| o.include_usage).unwrap_or(false)
+    }
+}
+
 impl Peek<'_> {
     /// `stream_options.include_usage`.
     pub fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
+        PeekStreamOptions::usage_wanted(self.stream_options.as_ref())
     }
 }
 
