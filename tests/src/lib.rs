@@ -23,12 +23,14 @@ pub mod load {
     /// goes on with its own prose, so every check passes on it as on
     /// [`BODY`]. The guardrail targets are stated for a 1 KB request.
     pub fn body_of(bytes: usize) -> String {
-        const PROSE: &str = " Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.";
         let end = BODY
             .find(r#""}],"temperature""#)
             .unwrap_or_else(|| panic!("BODY ends its user message before `temperature`"));
+        let start = BODY
+            .find(" Lorem")
+            .unwrap_or_else(|| panic!("BODY's user message quotes its prose"));
         let missing = bytes.saturating_sub(BODY.len());
-        let pad: String = PROSE.chars().cycle().take(missing).collect();
+        let pad: String = BODY[start..end].chars().cycle().take(missing).collect();
         format!("{}{pad}{}", &BODY[..end], &BODY[end..])
     }
 
